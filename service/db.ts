@@ -1,0 +1,173 @@
+import pg from 'pg';
+import type { Logger } from './logger';
+
+/** What business code sees of a connection: parameterised queries, nothing else. */
+export interface Queryable {
+  query<Row extends object = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<{ rows: Row[]; rowCount: number }>;
+}
+
+export interface Database extends Queryable {
+  /** Runs `work` in one transaction on one connection; retries on serialization failure or deadlock. */
+  withTransaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Calls `onNotification(payload)` for each NOTIFY on `channel`, reconnecting after failures. */
+  listen(channel: string, onNotification: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  connectionString: string;
+  poolMax: number;
+  logger: Logger;
+}
+
+const connectionTimeoutMillis = 5_000;
+const idleTimeoutMillis = 30_000;
+const statementTimeoutMillis = 15_000;
+const maxTransactionAttempts = 3;
+const listenReconnectDelayMillis = 1_000;
+
+// Bigint (int8) columns hold credit counts and cents, far below 2^53: read them as numbers.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+
+export function connectDatabase({ connectionString, poolMax, logger }: DatabaseOptions): Database {
+  const pool = new pg.Pool({
+    connectionString,
+    max: poolMax,
+    connectionTimeoutMillis,
+    idleTimeoutMillis,
+    statement_timeout: statementTimeoutMillis,
+    application_name: 'stripe-credits-webhook',
+  });
+  // Without this listener an idle client's dropped connection (database restart) kills the process.
+  pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
+
+  async function query<Row extends object>(sql: string, params?: readonly unknown[]) {
+    const result = await pool.query(sql, params as unknown[]);
+    return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+  }
+
+  async function withTransaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const client = await pool.connect();
+      let clientBroken = false;
+      try {
+        await client.query('BEGIN');
+        const tx: Queryable = {
+          async query<Row extends object>(sql: string, params?: readonly unknown[]) {
+            const result = await client.query(sql, params as unknown[]);
+            return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+          },
+        };
+        const result = await work(tx);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        clientBroken = isDatabaseUnavailable(error);
+        await client.query('ROLLBACK').catch(() => {
+          clientBroken = true;
+        });
+        if (attempt < maxTransactionAttempts && isRetryableConflict(error)) continue;
+        throw error;
+      } finally {
+        // A connection that failed mid-transaction is discarded rather than reused.
+        client.release(clientBroken);
+      }
+    }
+  }
+
+  async function listen(channel: string, onNotification: (payload: string) => void, onReconnect?: () => void) {
+    let client: pg.Client | undefined;
+    let stopped = false;
+    let reconnectTimer: NodeJS.Timeout | undefined;
+
+    const connect = async (isReconnect: boolean): Promise<void> => {
+      const candidate = new pg.Client({ connectionString, connectionTimeoutMillis, application_name: 'stripe-credits-webhook-listen' });
+      candidate.on('error', (error) => {
+        logger.warn({ err: describeError(error), channel }, 'database notification connection lost; reconnecting');
+        scheduleReconnect();
+      });
+      candidate.on('notification', (message) => {
+        if (message.channel === channel && message.payload !== undefined) onNotification(message.payload);
+      });
+      try {
+        await candidate.connect();
+        await candidate.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      } catch (error) {
+        await candidate.end().catch(() => undefined);
+        throw error;
+      }
+      if (stopped) {
+        await candidate.end().catch(() => undefined);
+        return;
+      }
+      client = candidate;
+      // Notifications sent while we were disconnected are lost: let the caller resynchronise.
+      if (isReconnect) onReconnect?.();
+    };
+
+    const scheduleReconnect = () => {
+      if (stopped || reconnectTimer) return;
+      const broken = client;
+      client = undefined;
+      broken?.end().catch(() => undefined);
+      reconnectTimer = setTimeout(() => {
+        reconnectTimer = undefined;
+        connect(true).catch((error: unknown) => {
+          logger.warn({ err: describeError(error), channel }, 'database notification reconnect failed; retrying');
+          scheduleReconnect();
+        });
+      }, listenReconnectDelayMillis);
+      reconnectTimer.unref();
+    };
+
+    await connect(false);
+    return async () => {
+      stopped = true;
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      await client?.end().catch(() => undefined);
+    };
+  }
+
+  return {
+    query,
+    withTransaction,
+    listen,
+    async ping() {
+      await pool.query('SELECT 1');
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
+
+const unavailableErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH']);
+
+/** True when the database cannot be reached (as opposed to a query being wrong): answer 503 and retry later. */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (unavailableErrorCodes.has(code)) return true;
+    // SQLSTATE class 08 (connection exception), 57P01-57P03 (shutdown, cannot connect now), 53300 (too many connections).
+    if (/^08/.test(code) || /^57P0[123]$/.test(code) || code === '53300') return true;
+  }
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connection is closed/i.test(
+    error.message,
+  );
+}
+
+function isRetryableConflict(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === '40001' || code === '40P01';
+}
+
+/** Error summary safe for logs: never the query parameters. */
+export function describeError(error: unknown): { message: string; code?: string } {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return typeof code === 'string' ? { message: error.message, code } : { message: error.message };
+  }
+  return { message: String(error) };
+}

@@ -1,0 +1,32 @@
+import Stripe from 'stripe';
+import type { LineItem } from './credits/checkout';
+
+/** Pinned so the shapes we read do not change under us; the deployment registers the endpoint with it too. */
+export const stripeApiVersion = '2025-03-31.basil';
+
+const stripeTimeoutMillis = 10_000;
+const stripeMaxNetworkRetries = 2;
+
+/** A stripe-node client for `apiBase` (Stripe itself in production, a local fake in tests). */
+export function createStripeClient(apiKey: string, apiBase: URL): Stripe {
+  const protocol = apiBase.protocol === 'http:' ? 'http' : 'https';
+  return new Stripe(apiKey, {
+    apiVersion: stripeApiVersion as Stripe.StripeConfig['apiVersion'],
+    host: apiBase.hostname,
+    port: apiBase.port ? Number(apiBase.port) : protocol === 'http' ? 80 : 443,
+    protocol,
+    timeout: stripeTimeoutMillis,
+    maxNetworkRetries: stripeMaxNetworkRetries,
+    appInfo: { name: 'stripe-credits-webhook' },
+  });
+}
+
+export function lineItemsFetcher(stripe: Stripe) {
+  return async (sessionId: string): Promise<LineItem[]> => {
+    const items: LineItem[] = [];
+    for await (const item of stripe.checkout.sessions.listLineItems(sessionId, { limit: 100 })) {
+      if (item.price?.id) items.push({ priceId: item.price.id, quantity: item.quantity ?? 1 });
+    }
+    return items;
+  };
+}

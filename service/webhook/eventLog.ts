@@ -1,0 +1,36 @@
+import type { Database, Queryable } from '../db';
+import type { StripeEvent } from './stripeEvent';
+
+export type RecordedStatus = 'processed' | 'ignored' | 'unmatched' | 'failed';
+
+// Inserting the event row is the idempotency check: a concurrent copy of the same event waits on the
+// primary key until the first commits, then finds it. A 'failed' row does not count as seen.
+// `$6` optionally serialises transactions about the same Stripe object (see the handlers) before anything
+// is read, so each one sees what the other committed.
+const claimSql = `
+  WITH serialize AS (SELECT pg_advisory_xact_lock(hashtext($6::text)) WHERE $6::text IS NOT NULL)
+  INSERT INTO stripe_events (id, type, livemode, created, status, processed_at)
+  SELECT $1, $2, $3, to_timestamp($4), $5, now() FROM (SELECT count(*) FROM serialize) AS locked
+  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, processed_at = now(), error = NULL
+    WHERE stripe_events.status = 'failed'
+  RETURNING id`;
+
+/** Records the event as seen; false when it was already applied (a duplicate delivery). */
+export async function claimEvent(tx: Queryable, event: StripeEvent, status: 'processed' | 'ignored', lockKey?: string): Promise<boolean> {
+  const { rowCount } = await tx.query(claimSql, [event.id, event.type, event.livemode, event.created, status, lockKey ?? null]);
+  return rowCount === 1;
+}
+
+export async function setEventOutcome(tx: Queryable, eventId: string, status: RecordedStatus, note: string | undefined): Promise<void> {
+  await tx.query('UPDATE stripe_events SET status = $2, error = $3 WHERE id = $1', [eventId, status, note ?? null]);
+}
+
+/** After a rollback: leaves a trace for operators; Stripe's retry (or the recovery script) applies it later. */
+export async function recordFailedEvent(db: Database, event: StripeEvent, message: string): Promise<void> {
+  await db.query(
+    `INSERT INTO stripe_events (id, type, livemode, created, status, error)
+     VALUES ($1, $2, $3, to_timestamp($4), 'failed', $5)
+     ON CONFLICT (id) DO UPDATE SET error = EXCLUDED.error WHERE stripe_events.status = 'failed'`,
+    [event.id, event.type, event.livemode, event.created, message],
+  );
+}
