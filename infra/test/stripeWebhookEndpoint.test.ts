@@ -1,0 +1,262 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import Module from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import type * as pulumi from '@pulumi/pulumi';
+import { startFakeStripe, type FakeStripe } from '../../service/test/support/fakeStripe';
+import {
+  webhookEndpointProvider as provider,
+  type WebhookEndpointInputs,
+  type WebhookEndpointOutputs,
+} from '../stripeWebhookEndpoint';
+
+type Provider = pulumi.dynamic.ResourceProvider<WebhookEndpointInputs, WebhookEndpointOutputs>;
+
+const testKey = 'sk_test_infraProviderKey';
+const liveKey = 'sk_live_infraProviderKey';
+const apiVersion = '2025-03-31.basil';
+
+let fake: FakeStripe;
+
+beforeAll(async () => {
+  fake = await startFakeStripe();
+});
+afterAll(() => fake.close());
+beforeEach(() => fake.reset());
+
+function inputs(overrides: Partial<WebhookEndpointInputs> = {}): WebhookEndpointInputs {
+  return {
+    apiBase: fake.baseUrl,
+    apiKey: testKey,
+    mode: 'test',
+    url: 'https://billing.example.com/api/v1/billing/stripe/webhook',
+    enabledEvents: ['checkout.session.completed', 'customer.subscription.updated'],
+    apiVersion,
+    description: 'stripe-credits (test stack)',
+    metadata: { project: 'stripe-credits', stack: 'test' },
+    disabled: false,
+    adoptId: '',
+    suppliedSecret: '',
+    ...overrides,
+  };
+}
+
+/** An endpoint made directly through the API, as someone clicking in the Dashboard would. */
+async function createOutsidePulumi(version = apiVersion): Promise<{ id: string; secret: string }> {
+  const response = await fetch(`${fake.baseUrl}/v1/webhook_endpoints`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${testKey}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      url: 'https://old.example.com/hook',
+      'enabled_events[0]': 'charge.refunded',
+      api_version: version,
+      'metadata[owner]': 'dashboard',
+    }).toString(),
+  });
+  return (await response.json()) as { id: string; secret: string };
+}
+
+function required<K extends keyof Provider>(name: K): NonNullable<Provider[K]> {
+  const method = provider[name];
+  if (!method) throw new Error(`the provider has no ${String(name)}`);
+  return method as NonNullable<Provider[K]>;
+}
+
+const create = required('create');
+const read = required('read');
+const update = required('update');
+const diff = required('diff');
+const remove = required('delete');
+const check = required('check');
+
+test('create registers the endpoint with the given events, pinned API version and metadata, and returns its signing secret', async () => {
+  const { id, outs } = await create(inputs());
+
+  const [endpoint] = fake.webhookEndpoints();
+  expect(endpoint).toMatchObject({
+    id,
+    url: 'https://billing.example.com/api/v1/billing/stripe/webhook',
+    enabled_events: ['checkout.session.completed', 'customer.subscription.updated'],
+    api_version: apiVersion,
+    description: 'stripe-credits (test stack)',
+    metadata: { project: 'stripe-credits', stack: 'test' },
+    status: 'enabled',
+    livemode: false,
+  });
+  expect(outs?.secret).toBe(endpoint?.secret);
+  expect(outs?.secret).toMatch(/^whsec_/);
+});
+
+test('a test stack refuses a live key, and a live stack a test key, before any call to Stripe', async () => {
+  await expect(create(inputs({ apiKey: liveKey }))).rejects.toThrow(/live-mode key.*test-mode endpoint/);
+  await expect(create(inputs({ mode: 'live' }))).rejects.toThrow(/test-mode key.*live-mode endpoint/);
+  expect(fake.requests).toHaveLength(0);
+
+  const { failures } = await check(inputs(), inputs({ apiKey: liveKey }));
+  expect(failures).toEqual([expect.objectContaining({ property: 'apiKey' })]);
+  expect(JSON.stringify(failures)).not.toContain(liveKey);
+});
+
+test('update changes url, events, description, metadata and disabled in place and keeps the secret from create', async () => {
+  const { id, outs: created } = await create(inputs());
+  const changed = inputs({
+    url: 'https://billing2.example.com/api/v1/billing/stripe/webhook',
+    enabledEvents: ['charge.refunded'],
+    description: 'renamed',
+    metadata: { project: 'stripe-credits' },
+    disabled: true,
+  });
+  const olds = created as WebhookEndpointOutputs;
+
+  await expect(diff(id, olds, changed)).resolves.toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+  const { outs } = await update(id, olds, changed);
+
+  const endpoints = fake.webhookEndpoints();
+  expect(endpoints).toHaveLength(1);
+  expect(endpoints[0]).toMatchObject({
+    id,
+    url: 'https://billing2.example.com/api/v1/billing/stripe/webhook',
+    enabled_events: ['charge.refunded'],
+    description: 'renamed',
+    metadata: { project: 'stripe-credits' },
+    status: 'disabled',
+  });
+  expect(outs).toMatchObject({ disabled: true, secret: olds.secret });
+});
+
+test('refresh reads drift from Stripe and carries the secret Stripe no longer shows', async () => {
+  const { id, outs } = await create(inputs());
+  await fetch(`${fake.baseUrl}/v1/webhook_endpoints/${id}`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${testKey}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: 'enabled_events[0]=charge.refunded&disabled=true',
+  });
+
+  const refreshed = await read(id, outs as WebhookEndpointOutputs);
+
+  expect(refreshed.id).toBe(id);
+  expect(refreshed.props).toMatchObject({ enabledEvents: ['charge.refunded'], disabled: true, secret: outs?.secret });
+  const planned = await diff(id, refreshed.props as WebhookEndpointOutputs, inputs());
+  expect(planned).toMatchObject({ changes: true, replaces: [] });
+});
+
+test('refresh reports an endpoint deleted outside Pulumi as gone', async () => {
+  const { id, outs } = await create(inputs());
+  await fetch(`${fake.baseUrl}/v1/webhook_endpoints/${id}`, { method: 'DELETE', headers: { Authorization: `Bearer ${testKey}` } });
+
+  await expect(read(id, outs as WebhookEndpointOutputs)).resolves.toEqual({ id: '' });
+});
+
+test('diff replaces only for a new API version or mode, and ignores the order of events', async () => {
+  const { id, outs } = await create(inputs());
+  const olds = outs as WebhookEndpointOutputs;
+
+  await expect(diff(id, olds, inputs({ enabledEvents: ['customer.subscription.updated', 'checkout.session.completed'] }))).resolves.toMatchObject({
+    changes: false,
+    replaces: [],
+  });
+  await expect(diff(id, olds, inputs({ apiVersion: '2026-01-28.clover' }))).resolves.toMatchObject({ changes: true, replaces: ['apiVersion'] });
+  await expect(diff(id, olds, inputs({ mode: 'live', apiKey: liveKey }))).resolves.toMatchObject({ replaces: ['mode'] });
+});
+
+test('adopting an existing endpoint manages it in place with the supplied secret and creates nothing', async () => {
+  const existing = await createOutsidePulumi();
+
+  const { id, outs } = await create(inputs({ adoptId: existing.id, suppliedSecret: existing.secret }));
+
+  expect(id).toBe(existing.id);
+  expect(outs?.secret).toBe(existing.secret);
+  const endpoints = fake.webhookEndpoints();
+  expect(endpoints).toHaveLength(1);
+  expect(endpoints[0]).toMatchObject({
+    id: existing.id,
+    url: 'https://billing.example.com/api/v1/billing/stripe/webhook',
+    enabled_events: ['checkout.session.completed', 'customer.subscription.updated'],
+    metadata: { project: 'stripe-credits', stack: 'test' },
+  });
+  const adopted = outs as WebhookEndpointOutputs;
+  await expect(diff(id, adopted, inputs({ adoptId: existing.id, suppliedSecret: existing.secret }))).resolves.toMatchObject({
+    changes: false,
+    replaces: [],
+  });
+  await expect(diff(id, adopted, inputs())).resolves.toMatchObject({ replaces: [] });
+});
+
+test('adoption without the endpoint secret, or of an endpoint on another API version, is refused', async () => {
+  const existing = await createOutsidePulumi('2024-06-20');
+
+  const { failures } = await check(inputs(), inputs({ adoptId: existing.id }));
+  expect(failures).toEqual([expect.objectContaining({ property: 'suppliedSecret' })]);
+  await expect(create(inputs({ adoptId: existing.id, suppliedSecret: existing.secret }))).rejects.toThrow(
+    /API version 2024-06-20, not 2025-03-31\.basil/,
+  );
+  expect(fake.webhookEndpoints()).toEqual([expect.objectContaining({ id: existing.id, url: 'https://old.example.com/hook' })]);
+});
+
+test('a secret supplied later (rolled in the Dashboard) replaces the stored one without touching the endpoint', async () => {
+  const { id, outs } = await create(inputs());
+  const olds = outs as WebhookEndpointOutputs;
+  const rolled = inputs({ suppliedSecret: 'whsec_rolledInTheDashboard' });
+
+  await expect(diff(id, olds, rolled)).resolves.toMatchObject({ changes: true, replaces: [] });
+  const { outs: updated } = await update(id, olds, rolled);
+
+  expect(updated?.secret).toBe('whsec_rolledInTheDashboard');
+  expect(fake.webhookEndpoints().map((endpoint) => endpoint.id)).toEqual([id]);
+});
+
+test('delete removes the endpoint, and an endpoint already gone counts as deleted', async () => {
+  const { id, outs } = await create(inputs());
+
+  await remove(id, outs as WebhookEndpointOutputs);
+  expect(fake.webhookEndpoints()).toHaveLength(0);
+  await expect(remove(id, outs as WebhookEndpointOutputs)).resolves.toBeUndefined();
+});
+
+test('a Stripe error fails the operation with its status and without the key', async () => {
+  fake.failNext(1, 401);
+
+  const failure = create(inputs());
+
+  await expect(failure).rejects.toThrow(/HTTP 401/);
+  await expect(failure).rejects.not.toThrow(testKey);
+});
+
+/** What Pulumi's dynamic provider host does with `__provider` (require-from-string): compile it as a CommonJS module. */
+function loadLikePulumi(text: string, filename: string): { handler: () => Provider } {
+  type CompilableModule = Module & { _compile(code: string, filename: string): void };
+  const loaded = new Module(filename) as CompilableModule;
+  loaded.filename = filename;
+  loaded.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(path.dirname(filename));
+  loaded._compile(text, filename);
+  return loaded.exports as { handler: () => Provider };
+}
+
+describe('the provider as Pulumi stores it in the state', () => {
+  let dir: string;
+  let serialized: { text: string; containsSecrets: boolean };
+
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'serialized-provider-'));
+    const output = execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'support', 'serializeProvider.ts')], {
+      cwd: path.join(__dirname, '..', '..'),
+      encoding: 'utf8',
+    });
+    serialized = JSON.parse(output) as typeof serialized;
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('holds no secret and still creates, updates and deletes an endpoint', async () => {
+    expect(serialized.containsSecrets).toBe(false);
+    expect(serialized.text).not.toMatch(/require\(/); // self-contained: no module to find at run time
+    const restored = loadLikePulumi(serialized.text, path.join(dir, 'provider.js')).handler();
+
+    const created = await restored.create!(inputs());
+    const updated = await restored.update!(created.id, created.outs as WebhookEndpointOutputs, inputs({ description: 'again' }));
+    expect(fake.webhookEndpoints()).toEqual([expect.objectContaining({ id: created.id, description: 'again' })]);
+    expect(updated.outs?.secret).toBe(created.outs?.secret);
+    await restored.delete!(created.id, updated.outs as WebhookEndpointOutputs);
+    expect(fake.webhookEndpoints()).toHaveLength(0);
+  });
+});
