@@ -9,7 +9,7 @@ import { startTcpProxy, type TcpProxy } from './support/tcpProxy';
 let database: TestDatabase;
 let replicaA: TestApp;
 let replicaB: TestApp;
-const secondPool = { close: async () => undefined };
+const secondPool: { close: () => Promise<void> } = { close: async () => undefined };
 
 beforeAll(async () => {
   database = await createTestDatabase();
@@ -81,7 +81,7 @@ describe('when a handler fails', () => {
 describe('when the database is unreachable', () => {
   let proxy: TcpProxy;
   let proxied: TestApp;
-  const proxiedPool = { close: async () => undefined };
+  const proxiedPool: { close: () => Promise<void> } = { close: async () => undefined };
 
   beforeAll(async () => {
     proxy = await startTcpProxy(Number(new URL(database.url).port || 5432));

@@ -1,0 +1,72 @@
+/**
+ * Usage: npm run recover-events -- [--since 3d|72h|2026-11-01T00:00:00Z] [--dry-run]
+ *   (in the container: node dist/scripts/recover-missed-events.js …)
+ *
+ * Applies every handled Stripe event created since the given time that this deployment has not applied
+ * yet (missed deliveries, an outage longer than Stripe's retries, a wrong secret for a while). Safe to
+ * repeat: already-applied events count as duplicates. Needs DATABASE_URL, STRIPE_API_KEY and STRIPE_MODE
+ * (or their *_FILE forms), as the service does.
+ */
+import { SingleBar, Presets } from 'cli-progress';
+import { parseArgs } from 'node:util';
+import { emptyCatalog, loadCatalog } from '../service/credits/catalog';
+import { ConfigError, loadConfig } from '../service/config';
+import { connectDatabase, describeError } from '../service/db';
+import { createLogger } from '../service/logger';
+import { recoverMissedEvents } from '../service/recovery';
+import { createStripeClient, lineItemsFetcher } from '../service/stripeApi';
+
+const maxLookbackSeconds = 30 * 24 * 3600;
+
+export function parseSince(value: string, nowSeconds: number): number {
+  const relative = /^(\d+)([hd])$/.exec(value);
+  const seconds = relative ? nowSeconds - Number(relative[1]) * (relative[2] === 'h' ? 3600 : 86400) : Date.parse(value) / 1000;
+  if (!Number.isFinite(seconds)) throw new Error(`--since must look like 72h, 3d or an ISO date, got "${value}"`);
+  if (seconds < nowSeconds - maxLookbackSeconds) console.error('note: Stripe lists events of the last 30 days only; older ones cannot be recovered.');
+  return Math.floor(seconds);
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: { since: { type: 'string', default: '3d' }, 'dry-run': { type: 'boolean', default: false } } });
+  const config = loadConfig(process.env);
+  if (!config.databaseUrl) throw new ConfigError('Set DATABASE_URL (or DATABASE_URL_FILE) to the database the service uses.');
+  if (!config.stripeApiKey) throw new ConfigError('Set STRIPE_API_KEY (or STRIPE_API_KEY_FILE): events are read from the Stripe API.');
+
+  const sinceSeconds = parseSince(values.since, Math.floor(Date.now() / 1000));
+  const logger = createLogger('warn');
+  const db = connectDatabase({ connectionString: config.databaseUrl, poolMax: 2, logger });
+  const stripe = createStripeClient(config.stripeApiKey, config.stripeApiBase);
+  const progress = new SingleBar({ format: 'recovering {bar} {value}/{total} events | {outcome}', stream: process.stderr }, Presets.shades_classic);
+  try {
+    const summary = await recoverMissedEvents({
+      db,
+      stripe,
+      stripeMode: config.stripeMode,
+      eventContext: { catalog: config.creditCatalogFile ? loadCatalog(config.creditCatalogFile) : emptyCatalog(), fetchLineItems: lineItemsFetcher(stripe) },
+      sinceSeconds,
+      dryRun: values['dry-run'],
+      onListed: (count) => {
+        console.error(`${count} handled ${config.stripeMode}-mode events since ${new Date(sinceSeconds * 1000).toISOString()}`);
+        if (!values['dry-run'] && count > 0) progress.start(count, 0, { outcome: '' });
+      },
+      onApplied: (event, outcome) => progress.increment({ outcome: `${event.id} ${outcome}` }),
+    });
+    progress.stop();
+    console.table(summary);
+    if (summary.failed > 0) console.error('Some events failed: see the service logs / stripe_events.error, fix the cause and run again.');
+    return summary.failed > 0 ? 1 : 0;
+  } finally {
+    progress.stop();
+    await db.close();
+  }
+}
+
+if (require.main === module) {
+  main().then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      console.error(error instanceof ConfigError ? `Configuration error: ${error.message}` : `Recovery failed: ${describeError(error).message}`);
+      process.exit(1);
+    },
+  );
+}
