@@ -2,7 +2,6 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { fingerprintSecret } from '../../service/webhook/secretFingerprint';
 import { parseSecrets } from '../../service/webhook/secretStore';
 
