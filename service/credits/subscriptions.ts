@@ -163,7 +163,9 @@ interface SettlementRow {
 /**
  * Brings the user's subscription credits in line with the stored subscription state: once per billing
  * period the bucket is reset to the plan's allowance (unused credits expire; the ledger records the
- * difference), and an ended subscription's credits expire. Purchased credits are never touched.
+ * difference), a new period that is not entitled yet (past_due, unpaid, paused) expires the last period's
+ * credits until its payment succeeds, and an ended subscription's credits expire. Purchased credits are
+ * never touched.
  */
 export async function settleSubscriptionCredits(tx: Queryable, userId: string, stripeEventId: string): Promise<HandlerOutcome> {
   const { rows } = await tx.query<SettlementRow>(
@@ -186,9 +188,10 @@ export async function settleSubscriptionCredits(tx: Queryable, userId: string, s
     delta = row.monthlyCredits - row.creditsRemaining;
     reason = 'subscription_period_allowance';
     creditedPeriodStart = row.periodStart;
-  } else if (row.ended && row.creditsRemaining !== 0) {
+  } else if ((row.ended || isNewPeriod) && row.creditsRemaining !== 0) {
+    // A new period that grants nothing (e.g. past_due after a failed renewal) still ends the last one's credits.
     delta = -row.creditsRemaining;
-    reason = 'subscription_ended';
+    reason = row.ended ? 'subscription_ended' : 'subscription_period_expired';
   }
   await tx.query(
     `UPDATE service_subscriptions
