@@ -1,0 +1,195 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import * as pulumi from '@pulumi/pulumi';
+import { parseCatalog } from '../service/credits/catalog';
+import { STRIPE_API_BASE, stripeKeyMode, type StripeMode } from './stripeWebhookEndpoint';
+
+/**
+ * The stack's configuration, read and checked once before any resource exists. Every key is declared,
+ * with its description and default, in Pulumi.yaml. A mistake stops `pulumi up` here, naming the key
+ * and the command that fixes it, and never quoting a secret.
+ */
+export interface DeployConfig {
+  stack: string;
+  /** Prefix of every Docker object's name, so that two stacks can share one Docker host. */
+  namePrefix: string;
+  mode: StripeMode;
+  domain: string;
+  webhookUrl: string;
+  dockerHost: string;
+  replicas: number;
+  httpsPort: number;
+  httpPort: number;
+  /** Host directory (on the Docker host) that holds the secret files. */
+  secretsDir: string;
+  stripe: {
+    apiKey: pulumi.Output<string>;
+    apiBase: string;
+    /** An existing endpoint to adopt; empty to let Pulumi create one. */
+    endpointId: string;
+    /** The endpoint's signing secret, when Pulumi cannot know it (adoption, Dashboard roll). */
+    suppliedWebhookSecret: pulumi.Output<string> | undefined;
+    endpointDisabled: boolean;
+  };
+  database: { kind: 'container'; image: string; password: pulumi.Output<string> } | { kind: 'external'; url: pulumi.Output<string> };
+  tls: { certificate: string; key: pulumi.Output<string> };
+  service: {
+    memoryMb: number;
+    cpus: string;
+    logLevel: string;
+    maxBodyBytes: number;
+    authJwtSecret: pulumi.Output<string> | undefined;
+    /** Content of the credit catalog JSON, validated with the service's own parser. */
+    creditCatalog: string | undefined;
+  };
+  nginx: { image: string; webhookRatePerSecond: number; webhookBurst: number };
+}
+
+export const webhookPath = '/api/v1/billing/stripe/webhook';
+
+const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** A configuration mistake: reported by Pulumi without a stack trace. */
+function configError(message: string): pulumi.RunError {
+  return new pulumi.RunError(`Configuration: ${message}`);
+}
+
+export function loadDeployConfig(): DeployConfig {
+  const project = pulumi.getProject();
+  const stack = pulumi.getStack();
+  const config = new pulumi.Config();
+
+  /**
+   * A secret's plain value, read without the SDK's "use getSecret" warning so that its shape can be
+   * checked now, before anything is created. Callers wrap it in pulumi.secret() at once.
+   */
+  const rawSecret = (key: string): string | undefined => {
+    const value = pulumi.runtime.getConfig(`${project}:${key}`)?.trim();
+    return value ? value : undefined;
+  };
+  const requireSecret = (key: string, hint: string): string => {
+    const value = rawSecret(key);
+    if (value === undefined) throw configError(`${key} is not set: pulumi config set --secret ${key} ${hint}`);
+    return value;
+  };
+  const text = (key: string, fallback: string): string => config.get(key)?.trim() || fallback;
+  const integer = (key: string, fallback: number, min: number, max: number): number => {
+    const value = config.getNumber(key) ?? fallback;
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw configError(`${key} must be a whole number from ${min} to ${max}, got ${value}.`);
+    }
+    return value;
+  };
+  const readLocalFile = (key: string, file: string): string => {
+    const resolved = path.resolve(file);
+    try {
+      return readFileSync(resolved, 'utf8');
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
+      throw configError(`${key} names ${resolved}, which cannot be read (${code}). Fix the path or create the file.`);
+    }
+  };
+
+  const mode = config.require('stripeMode');
+  if (mode !== 'test' && mode !== 'live') throw configError(`stripeMode must be "test" or "live", got "${mode}".`);
+
+  const domain = config.require('domain').trim().toLowerCase();
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(domain)) {
+    throw configError(`domain must be a public host name such as billing.example.com, got "${domain}".`);
+  }
+  const httpsPort = integer('httpsPort', 443, 1, 65535);
+  const httpPort = integer('httpPort', 80, 1, 65535);
+
+  // The key decides which Stripe account mode Pulumi talks to: it must match the stack before any call.
+  const apiKey = requireSecret('stripeApiKey', `sk_${mode}_…`);
+  const keyMode = stripeKeyMode(apiKey);
+  if (keyMode === undefined) throw configError('stripeApiKey is not a Stripe secret (sk_…) or restricted (rk_…) key.');
+  if (keyMode !== mode) {
+    throw configError(`stripeApiKey is a ${keyMode}-mode key but this stack's stripeMode is ${mode}: set a ${mode}-mode key.`);
+  }
+
+  const endpointId = text('stripeWebhookEndpointId', '');
+  if (endpointId && !/^we_\w+$/.test(endpointId)) throw configError(`stripeWebhookEndpointId must look like we_…, got "${endpointId}".`);
+  const suppliedWebhookSecret = rawSecret('stripeWebhookSecret');
+  if (suppliedWebhookSecret !== undefined && !/^whsec_\w+$/.test(suppliedWebhookSecret)) {
+    throw configError('stripeWebhookSecret must be an endpoint signing secret (whsec_…).');
+  }
+  if (endpointId && suppliedWebhookSecret === undefined) {
+    throw configError(
+      `stripeWebhookEndpointId adopts ${endpointId}, whose signing secret Stripe shows only in the Dashboard: ` +
+        'pulumi config set --secret stripeWebhookSecret whsec_…',
+    );
+  }
+
+  const databaseUrl = rawSecret('databaseUrl');
+  let database: DeployConfig['database'];
+  if (databaseUrl !== undefined) {
+    if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw configError('databaseUrl must be a postgres:// URL.');
+    database = { kind: 'external', url: pulumi.secret(databaseUrl) };
+  } else {
+    const password = requireSecret('postgresPassword', '"$(openssl rand -base64 32)"  (or set databaseUrl for an external PostgreSQL)');
+    database = { kind: 'container', image: text('postgresImage', 'postgres:17-bookworm'), password: pulumi.secret(password) };
+  }
+
+  const certificate = readLocalFile('tlsCertificateFile', config.require('tlsCertificateFile'));
+  if (!certificate.includes('-----BEGIN CERTIFICATE-----')) throw configError('tlsCertificateFile must hold a PEM certificate (chain).');
+  const key = readLocalFile('tlsKeyFile', config.require('tlsKeyFile'));
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key)) throw configError('tlsKeyFile must hold a PEM private key.');
+
+  const logLevel = text('logLevel', 'info');
+  if (!logLevels.includes(logLevel)) throw configError(`logLevel must be one of ${logLevels.join(', ')}, got "${logLevel}".`);
+
+  const catalogFile = text('creditCatalogFile', '');
+  let creditCatalog: string | undefined;
+  if (catalogFile) {
+    creditCatalog = readLocalFile('creditCatalogFile', catalogFile);
+    try {
+      parseCatalog(JSON.parse(creditCatalog), `creditCatalogFile ${catalogFile}`);
+    } catch (error) {
+      throw configError((error as Error).message);
+    }
+  }
+  const authJwtSecret = rawSecret('authJwtSecret');
+
+  const cpus = text('serviceCpus', '1');
+  if (!/^\d+(\.\d+)?$/.test(cpus) || Number(cpus) <= 0) throw configError(`serviceCpus must be a positive number such as 0.5, got "${cpus}".`);
+
+  const secretsDir = text('secretsDir', '') || `/srv/${project}/${stack}/secrets`;
+  if (!/^\/[\w.-]+(\/[\w.-]+)+$/.test(secretsDir)) throw configError(`secretsDir must be an absolute path below /, got "${secretsDir}".`);
+
+  const namePrefix = `${project}-${stack}`.toLowerCase().replace(/[^a-z0-9_.-]/g, '-');
+  return {
+    stack,
+    namePrefix,
+    mode,
+    domain,
+    webhookUrl: `https://${domain}${httpsPort === 443 ? '' : `:${httpsPort}`}${webhookPath}`,
+    dockerHost: text('dockerHost', 'unix:///var/run/docker.sock'),
+    replicas: integer('replicas', 2, 1, 32),
+    httpsPort,
+    httpPort,
+    secretsDir,
+    stripe: {
+      apiKey: pulumi.secret(apiKey),
+      apiBase: text('stripeApiBase', STRIPE_API_BASE),
+      endpointId,
+      suppliedWebhookSecret: suppliedWebhookSecret === undefined ? undefined : pulumi.secret(suppliedWebhookSecret),
+      endpointDisabled: config.getBoolean('stripeWebhookDisabled') ?? false,
+    },
+    database,
+    tls: { certificate, key: pulumi.secret(key) },
+    service: {
+      memoryMb: integer('serviceMemoryMb', 512, 128, 65536),
+      cpus,
+      logLevel,
+      maxBodyBytes: integer('webhookMaxBodyBytes', 1024 * 1024, 1024, 64 * 1024 * 1024),
+      authJwtSecret: authJwtSecret === undefined ? undefined : pulumi.secret(authJwtSecret),
+      creditCatalog,
+    },
+    nginx: {
+      image: text('nginxImage', 'nginx:1.28'),
+      webhookRatePerSecond: integer('webhookRateLimitPerSecond', 100, 1, 100000),
+      webhookBurst: integer('webhookRateLimitBurst', 500, 1, 100000),
+    },
+  };
+}

@@ -1,0 +1,262 @@
+import { createHash } from 'node:crypto';
+import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
+import { stripeApiVersion } from '../../service/stripeApi';
+import {
+  endpointType,
+  isSecretInput,
+  mockCreatedSecret,
+  plainStrings,
+  runProgram,
+  secretValues,
+  unwrap,
+  type ProgramRun,
+  type Registration,
+  type StackName,
+} from './support/programUnderMocks';
+
+// The provider's code is serialized (and run) for real in stripeWebhookEndpoint.test.ts; here the
+// closure serializer, which needs the whole module graph outside jest's sandbox, is stubbed.
+jest.mock('@pulumi/pulumi/runtime/closure/serializeClosure', () => ({
+  serializeFunction: async () => ({ text: 'exports.handler = () => ({});', exportName: 'handler', containsSecrets: false }),
+}));
+
+const containerType = 'docker:index/container:Container';
+
+function containers(run: ProgramRun): Registration[] {
+  return run.byType(containerType);
+}
+
+function replicas(run: ProgramRun): Registration[] {
+  return containers(run).filter((container) => /^api-\d+$/.test(container.name));
+}
+
+function envOf(container: Registration): string[] {
+  return unwrap(container.inputs.envs) as string[];
+}
+
+describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
+  let run: ProgramRun;
+  beforeAll(async () => {
+    run = await runProgram(stack);
+  });
+
+  test('creates the Docker provider, network, image, secret files, PostgreSQL, two replicas, nginx and the Stripe endpoint', () => {
+    const created = run.registrations.map((registration) => `${registration.type} ${registration.name}`).sort();
+    expect(created).toEqual(
+      [
+        'docker:index/container:Container api-0',
+        'docker:index/container:Container api-1',
+        'docker:index/container:Container nginx',
+        'docker:index/container:Container postgres',
+        'docker:index/container:Container secret-files',
+        'docker:index/image:Image service-image',
+        'docker:index/network:Network private-network',
+        'docker:index/remoteImage:RemoteImage nginx-image',
+        'docker:index/remoteImage:RemoteImage postgres-image',
+        'docker:index/volume:Volume postgres-data',
+        `${endpointType} stripe-webhook-endpoint`,
+        'pulumi:providers:docker docker-host',
+      ].sort(),
+    );
+    expect(run.one('pulumi:providers:docker', 'docker-host').inputs.host).toBe('unix:///var/run/docker.sock');
+  });
+
+  test('every secret value appears only inside a Pulumi secret, in every resource input', () => {
+    const leaks = run.registrations.flatMap((registration) =>
+      plainStrings(registration.inputs)
+        .filter(({ text }) => Object.values(secretValues).some((secret) => text.includes(secret)))
+        .map(({ path }) => `${registration.type} ${registration.name}: ${path}`),
+    );
+    expect(leaks).toEqual([]);
+    // and the inputs that carry them are secrets indeed
+    const endpoint = run.one(endpointType, 'stripe-webhook-endpoint');
+    expect(isSecretInput(endpoint.inputs.apiKey)).toBe(true);
+    expect(isSecretInput(run.one(containerType, 'secret-files').inputs.uploads)).toBe(true);
+    expect(isSecretInput(run.one(containerType, 'nginx').inputs.uploads)).toBe(true);
+    const written = JSON.stringify(unwrap(run.one(containerType, 'secret-files').inputs.uploads));
+    for (const secret of [mockCreatedSecret, secretValues.postgresPassword, secretValues.jwtSecret]) expect(written).toContain(secret);
+  });
+
+  test('the stack outputs hold no secret, and the fingerprint is of the signing secret, not the secret', async () => {
+    expect(run.exportNames.sort()).toEqual(['mode', 'nginxContainer', 'serviceContainers', 'webhookEndpointId', 'webhookSecretFingerprint', 'webhookUrl']);
+    const values = await Promise.all(run.exportNames.map((name) => run.output(name)));
+    const serialized = JSON.stringify(values);
+    for (const secret of Object.values(secretValues)) expect(serialized).not.toContain(secret);
+    for (const name of run.exportNames) await expect(run.isSecret(name)).resolves.toBe(false);
+    await expect(run.output('webhookSecretFingerprint')).resolves.toBe(
+      createHash('sha256').update(mockCreatedSecret).digest('hex').slice(0, 12),
+    );
+  });
+
+  test('exports the webhook URL, endpoint id and mode', async () => {
+    const domain = stack === 'live' ? 'billing.example.com' : 'billing-test.example.com';
+    await expect(run.output('webhookUrl')).resolves.toBe(`https://${domain}/api/v1/billing/stripe/webhook`);
+    await expect(run.output('webhookEndpointId')).resolves.toBe('we_mockCreatedEndpoint');
+    await expect(run.output('mode')).resolves.toBe(stack);
+  });
+
+  test('no container carries a secret in its env, labels, command or entrypoint; the service gets *_FILE paths', () => {
+    for (const container of containers(run)) {
+      for (const field of ['envs', 'labels', 'command', 'entrypoints']) {
+        const value = container.inputs[field];
+        expect(isSecretInput(value)).toBe(false);
+        const text = JSON.stringify(value ?? null);
+        for (const secret of Object.values(secretValues)) expect(text).not.toContain(secret);
+      }
+    }
+    for (const replica of replicas(run)) {
+      const env = envOf(replica);
+      expect(env).toEqual(
+        expect.arrayContaining([
+          'STRIPE_WEBHOOK_SECRET_FILE=/run/secrets/stripe-credits/stripe_webhook_secret',
+          'STRIPE_API_KEY_FILE=/run/secrets/stripe-credits/stripe_api_key',
+          'DATABASE_URL_FILE=/run/secrets/stripe-credits/database_url',
+          'AUTH_JWT_SECRET_FILE=/run/secrets/stripe-credits/auth_jwt_secret',
+          `STRIPE_MODE=${stack}`,
+          'NODE_ENV=production',
+        ]),
+      );
+      expect(env.filter((entry) => /^(STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY|DATABASE_URL|AUTH_JWT_SECRET)=/.test(entry))).toEqual([]);
+    }
+  });
+
+  test('only nginx publishes ports: 443 and 80', () => {
+    const publishing = containers(run).filter((container) => (unwrap(container.inputs.ports) as unknown[] | undefined)?.length);
+    expect(publishing.map((container) => container.name)).toEqual(['nginx']);
+    expect(unwrap(publishing[0]?.inputs.ports)).toEqual([
+      { internal: 443, external: 443 },
+      { internal: 80, external: 80 },
+    ]);
+  });
+
+  test('every replica mounts the service secrets directory read-only, as a directory, and runs as the service user', () => {
+    expect(replicas(run)).toHaveLength(2);
+    for (const replica of replicas(run)) {
+      expect(unwrap(replica.inputs.mounts)).toEqual([
+        { type: 'bind', source: `/srv/stripe-credits/${stack}/secrets/service`, target: '/run/secrets/stripe-credits', readOnly: true },
+      ]);
+      expect(replica.inputs).toMatchObject({ user: '1000:1000', readOnly: true, restart: 'unless-stopped', wait: true, memory: 512, cpus: '1' });
+      expect(replica.inputs.healthcheck).toMatchObject({ tests: expect.arrayContaining([expect.stringContaining('/readyz')]) });
+      expect(replica.inputs.logOpts).toEqual({ 'max-size': '10m', 'max-file': '5' });
+    }
+  });
+
+  test('the secret files are installed by a root, network-less one-shot container into the host secrets directory', () => {
+    const writer = run.one(containerType, 'secret-files');
+    expect(writer.inputs).toMatchObject({
+      user: '0:0',
+      networkMode: 'none',
+      attach: true,
+      mustRun: false,
+      volumes: [{ hostPath: `/srv/stripe-credits/${stack}/secrets`, containerPath: '/target' }],
+    });
+    const files = (unwrap(writer.inputs.uploads) as Array<{ file: string; permissions: string }>).map((upload) => [upload.file, upload.permissions]);
+    expect(files).toEqual([
+      ['/run/secret-files/install.sh', '0500'],
+      ['/run/secret-files/service/stripe_webhook_secret', '0400'],
+      ['/run/secret-files/service/stripe_api_key', '0400'],
+      ['/run/secret-files/service/database_url', '0400'],
+      ['/run/secret-files/service/auth_jwt_secret', '0400'],
+      ['/run/secret-files/postgres/postgres_password', '0400'],
+    ]);
+  });
+
+  test('registers the endpoint for exactly the service’s handled event types, at its pinned API version, naming the stack', () => {
+    const endpoint = run.one(endpointType, 'stripe-webhook-endpoint');
+    expect(endpoint.inputs.enabledEvents).toEqual([...HANDLED_EVENT_TYPES]);
+    expect(endpoint.inputs).toMatchObject({
+      mode: stack,
+      apiVersion: stripeApiVersion,
+      apiBase: 'https://api.stripe.com',
+      description: expect.stringContaining(`(${stack} stack)`),
+      metadata: { project: 'stripe-credits', stack, managed_by: 'pulumi' },
+      disabled: false,
+      adoptId: '',
+    });
+  });
+
+  test('PostgreSQL publishes nothing, keeps its data in a volume and reads its password from a file', () => {
+    const postgres = run.one(containerType, 'postgres');
+    expect(postgres.inputs.ports).toBeUndefined();
+    expect(envOf(postgres)).toContain('POSTGRES_PASSWORD_FILE=/run/secrets/postgres/postgres_password');
+    expect(unwrap(postgres.inputs.mounts)).toEqual([
+      { type: 'volume', source: `stripe-credits-${stack}-pgdata`, target: '/var/lib/postgresql/data' },
+      { type: 'bind', source: `/srv/stripe-credits/${stack}/secrets/postgres`, target: '/run/secrets/postgres', readOnly: true },
+    ]);
+    const database = unwrap((unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>)
+      .find((upload) => upload.file.endsWith('/database_url'))?.content);
+    expect(database).toBe(`postgres://stripe_credits:${secretValues.postgresPassword}@postgres:5432/stripe_credits\n`);
+  });
+});
+
+test('a live stack refuses a test key, and a test stack a live key, before any resource exists', async () => {
+  await expect(runProgram('live', { stripeApiKey: secretValues.testKey })).rejects.toThrow(/test-mode key but this stack's stripeMode is live/);
+  await expect(runProgram('test', { stripeApiKey: secretValues.liveKey })).rejects.toThrow(/live-mode key but this stack's stripeMode is test/);
+  await expect(runProgram('test', { stripeApiKey: secretValues.liveKey })).rejects.not.toThrow(secretValues.liveKey);
+});
+
+test('the replicas setting decides how many service containers run', async () => {
+  const run = await runProgram('test', { replicas: '3' });
+  expect(replicas(run).map((replica) => replica.inputs.name)).toEqual(['stripe-credits-test-api-0', 'stripe-credits-test-api-1', 'stripe-credits-test-api-2']);
+});
+
+test('with an external database URL no database container, volume or password exists, and the URL reaches the service as a secret file', async () => {
+  const run = await runProgram('live', { databaseUrl: secretValues.databaseUrl, postgresPassword: null });
+  const kinds = run.registrations.map((registration) => registration.name);
+  expect(kinds).not.toEqual(expect.arrayContaining(['postgres']));
+  expect(kinds).not.toContain('postgres-data');
+  expect(kinds).not.toContain('postgres-image');
+  const uploads = unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>;
+  expect(uploads.map((upload) => upload.file)).not.toContain('/run/secret-files/postgres/postgres_password');
+  expect(unwrap(uploads.find((upload) => upload.file.endsWith('/database_url'))?.content)).toBe(`${secretValues.databaseUrl}\n`);
+});
+
+test('without a database URL, a missing PostgreSQL password stops the deployment naming the key', async () => {
+  await expect(runProgram('test', { postgresPassword: null })).rejects.toThrow(/postgresPassword is not set: pulumi config set --secret postgresPassword/);
+});
+
+test('a new signing secret changes the secret files container only: the replicas stay as they are', async () => {
+  const before = await runProgram('test');
+  const after = await runProgram('test', { stripeWebhookSecret: secretValues.suppliedSecret });
+
+  expect(replicas(after).map((replica) => replica.inputs)).toEqual(replicas(before).map((replica) => replica.inputs));
+  const written = (run: ProgramRun) => JSON.stringify(unwrap(run.one(containerType, 'secret-files').inputs.uploads));
+  expect(written(after)).toContain(secretValues.suppliedSecret);
+  expect(written(before)).not.toContain(secretValues.suppliedSecret);
+});
+
+test('adopting an endpoint passes its id and the secret from config to the provider', async () => {
+  const run = await runProgram('test', { stripeWebhookEndpointId: 'we_existingOne', stripeWebhookSecret: secretValues.suppliedSecret });
+  const endpoint = run.one(endpointType, 'stripe-webhook-endpoint');
+  expect(endpoint.inputs.adoptId).toBe('we_existingOne');
+  expect(isSecretInput(endpoint.inputs.suppliedSecret)).toBe(true);
+  await expect(run.output('webhookEndpointId')).resolves.toBe('we_existingOne');
+  await expect(runProgram('test', { stripeWebhookEndpointId: 'we_existingOne' })).rejects.toThrow(/stripeWebhookSecret/);
+});
+
+test('nginx gets a body limit equal to the service’s, the rate limit from config, and the TLS files', async () => {
+  const run = await runProgram('test', { webhookMaxBodyBytes: '65536', webhookRateLimitPerSecond: '40', webhookRateLimitBurst: '90', httpsPort: '8443' });
+  const nginx = run.one(containerType, 'nginx');
+  const uploads = unwrap(nginx.inputs.uploads) as Array<{ file: string; content: unknown; permissions: string }>;
+  const config = String(unwrap(uploads.find((upload) => upload.file === '/etc/nginx/nginx.conf')?.content));
+  expect(config).toContain('client_max_body_size 65536;');
+  expect(config).toContain('rate=40r/s');
+  expect(config).toContain('burst=90 nodelay');
+  expect(config).toContain('set $billing_upstream http://billing-api:3000;');
+  for (const replica of replicas(run)) expect(envOf(replica)).toContain('WEBHOOK_MAX_BODY_BYTES=65536');
+  expect(uploads.map((upload) => [upload.file, upload.permissions])).toEqual([
+    ['/etc/nginx/nginx.conf', '0444'],
+    ['/etc/nginx/tls/tls.crt', '0444'],
+    ['/etc/nginx/tls/tls.key', '0400'],
+  ]);
+  expect(unwrap(nginx.inputs.ports)).toEqual([
+    { internal: 443, external: 8443 },
+    { internal: 80, external: 80 },
+  ]);
+  await expect(run.output('webhookUrl')).resolves.toBe('https://billing-test.example.com:8443/api/v1/billing/stripe/webhook');
+});
+
+test('a remote Docker host from config is used for every Docker resource', async () => {
+  const run = await runProgram('live', { dockerHost: 'ssh://deploy@docker.example.com' });
+  expect(run.one('pulumi:providers:docker', 'docker-host').inputs.host).toBe('ssh://deploy@docker.example.com');
+});
