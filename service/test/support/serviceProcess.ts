@@ -1,0 +1,300 @@
+/**
+ * The service as a real child process, for fault tests and benchmarks: built once per source version,
+ * started with `node`, its JSON log lines captured, killed or stopped like an orchestrator would.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export const repositoryRoot = path.resolve(__dirname, '../../..');
+const serviceDir = path.join(repositoryRoot, 'service');
+const buildsDir = path.join(repositoryRoot, 'dist', '.builds');
+
+const startDeadlineMillis = 30_000;
+const stopDeadlineMillis = 15_000;
+const pollMillis = 10;
+
+/** Every process started here, so a suite can stop them all and scan all their logs. */
+const started = new Set<ServiceProcess>();
+const allLines: string[] = [];
+
+async function sourceFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (entry.name !== 'test') files.push(...(await sourceFiles(full)));
+    } else if (/\.(ts|sql)$/.test(entry.name) && !entry.name.endsWith('.test.ts')) {
+      files.push(full);
+    }
+  }
+  return files.sort();
+}
+
+let building: Promise<string> | undefined;
+
+/**
+ * Compiles `service/` (tests excluded) to JavaScript under dist/.builds/<hash of the sources>/ and copies
+ * the migrations beside it; returns the path of main.js. A build of the same sources is reused, and
+ * concurrent builders (several jest workers) each build into a private folder and the first rename wins.
+ */
+export function buildService(): Promise<string> {
+  building ??= (async () => {
+    const hash = createHash('sha256');
+    for (const file of await sourceFiles(serviceDir)) hash.update(file).update(await readFile(file));
+    hash.update(readFileSync(path.join(repositoryRoot, 'tsconfig.json'))).update(readFileSync(path.join(repositoryRoot, 'tsconfig.build.json')));
+    const target = path.join(buildsDir, hash.digest('hex').slice(0, 16));
+    const mainPath = path.join(target, 'service', 'main.js');
+    if (existsSync(mainPath)) return mainPath;
+
+    const temporary = `${target}.tmp-${process.pid}-${Date.now()}`;
+    await mkdir(temporary, { recursive: true });
+    // Only service/ is compiled: scripts being edited elsewhere must not break the service build.
+    const tsconfigPath = path.join(temporary, 'tsconfig.json');
+    await writeFile(
+      tsconfigPath,
+      JSON.stringify({
+        extends: path.join(repositoryRoot, 'tsconfig.build.json'),
+        compilerOptions: { rootDir: repositoryRoot, outDir: temporary, sourceMap: false, incremental: false },
+        include: [serviceDir],
+        exclude: [path.join(repositoryRoot, 'node_modules'), path.join(serviceDir, 'test'), path.join(repositoryRoot, '**/*.test.ts')],
+      }),
+    );
+    try {
+      await run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', tsconfigPath], { cwd: repositoryRoot, maxBuffer: 16 * 1024 * 1024 });
+    } catch (error) {
+      await rm(temporary, { recursive: true, force: true });
+      const output = (error as { stdout?: string }).stdout ?? '';
+      throw new Error(`Building the service failed:\n${output.slice(0, 4000)}`);
+    }
+    await cp(path.join(serviceDir, 'migrations'), path.join(temporary, 'service', 'migrations'), { recursive: true });
+    await rm(tsconfigPath);
+    try {
+      await rename(temporary, target);
+    } catch {
+      await rm(temporary, { recursive: true, force: true }); // Another builder got there first with the same sources.
+    }
+    return mainPath;
+  })();
+  const current = building;
+  current.catch(() => {
+    if (building === current) building = undefined;
+  });
+  return current;
+}
+
+export interface ServiceOptions {
+  databaseUrl: string;
+  /** One of these: a fixed secret (STRIPE_WEBHOOK_SECRET) or a hot-reloaded file. */
+  webhookSecret?: string;
+  webhookSecretFile?: string;
+  /** 0 (default) picks a free port; a restart passes the previous one so clients keep their URL. */
+  port?: number;
+  stripeMode?: 'test' | 'live';
+  logLevel?: string;
+  env?: Record<string, string>;
+  /** Run with tsx from the TypeScript sources instead of the built JavaScript. */
+  fromSources?: boolean;
+  /** A name shown in errors. */
+  name?: string;
+}
+
+export interface ServiceExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ServiceProcess {
+  readonly name: string;
+  readonly pid: number;
+  readonly port: number;
+  readonly url: string;
+  readonly webhookUrl: string;
+  /** From spawn to the "service listening" log line. */
+  readonly startupMillis: number;
+  /** Every stdout/stderr line of this process, in order. */
+  readonly logLines: string[];
+  readonly options: ServiceOptions;
+  readonly exited: Promise<ServiceExit>;
+  isRunning(): boolean;
+  /** Resident memory (VmRSS) in bytes, read from /proc; undefined once the process is gone. */
+  rssBytes(): number | undefined;
+  /** Resolves with the first line (already seen or future) that satisfies `predicate`. */
+  waitForLog(predicate: (line: string) => boolean, timeoutMillis?: number): Promise<string>;
+  kill(signal: NodeJS.Signals): void;
+  /** SIGTERM, then SIGKILL if it has not exited after the deadline. */
+  stop(): Promise<ServiceExit>;
+}
+
+function childEnv(options: ServiceOptions, dataDir: string): NodeJS.ProcessEnv {
+  // A minimal environment: nothing of the parent's (which may hold credentials) leaks into the child.
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME ?? os.tmpdir(),
+    HOST: '127.0.0.1',
+    PORT: String(options.port ?? 0),
+    DATABASE_URL: options.databaseUrl,
+    STRIPE_MODE: options.stripeMode ?? 'test',
+    LOG_LEVEL: options.logLevel ?? 'info',
+    DATA_DIR: dataDir,
+    ...options.env,
+  };
+  if (options.webhookSecret) env.STRIPE_WEBHOOK_SECRET = options.webhookSecret;
+  if (options.webhookSecretFile) env.STRIPE_WEBHOOK_SECRET_FILE = options.webhookSecretFile;
+  return env;
+}
+
+/** Starts the service as a child process and resolves once it listens (or rejects with its last log lines). */
+export async function startServiceProcess(options: ServiceOptions): Promise<ServiceProcess> {
+  const name = options.name ?? 'service';
+  const args = options.fromSources
+    ? ['--import', 'tsx', path.join(serviceDir, 'main.ts')]
+    : [await buildService()];
+  const dataDir = path.join(os.tmpdir(), `credits-service-data-${process.pid}`);
+  const spawnedAt = performance.now();
+  const child: ChildProcess = spawn(process.execPath, args, {
+    cwd: repositoryRoot,
+    env: childEnv(options, dataDir),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  if (child.pid === undefined) throw new Error(`${name}: spawn failed`);
+  const pid = child.pid;
+
+  const logLines: string[] = [];
+  const waiters = new Set<{ predicate: (line: string) => boolean; resolve: (line: string) => void }>();
+  const onLine = (line: string) => {
+    logLines.push(line);
+    allLines.push(line);
+    for (const waiter of waiters) {
+      if (waiter.predicate(line)) {
+        waiters.delete(waiter);
+        waiter.resolve(line);
+      }
+    }
+  };
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let pending = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      const parts = (pending + chunk).split('\n');
+      pending = parts.pop() ?? '';
+      for (const part of parts) if (part) onLine(part);
+    });
+    stream.on('end', () => {
+      if (pending) onLine(pending);
+      pending = '';
+    });
+  }
+
+  let running = true;
+  const exited = new Promise<ServiceExit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      running = false;
+      resolve({ code, signal });
+    });
+  });
+
+  const waitForLog = (predicate: (line: string) => boolean, timeoutMillis = startDeadlineMillis) => {
+    const seen = logLines.find(predicate);
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise<string>((resolve, reject) => {
+      const waiter = {
+        predicate,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(waiter);
+        reject(new Error(`${name}: expected log line did not appear within ${timeoutMillis} ms; last lines:\n${logLines.slice(-10).join('\n')}`));
+      }, timeoutMillis);
+      waiters.add(waiter);
+    });
+  };
+
+  const listening = waitForLog((line) => line.includes('"msg":"service listening"'));
+  const outcome = await Promise.race([listening, exited]);
+  if (typeof outcome !== 'string') {
+    throw new Error(`${name} exited before listening (code ${outcome.code}, signal ${outcome.signal}); last lines:\n${logLines.slice(-10).join('\n')}`);
+  }
+  const startupMillis = performance.now() - spawnedAt;
+  const url = (JSON.parse(outcome) as { url: string }).url;
+  const port = Number(new URL(url).port);
+
+  const service: ServiceProcess = {
+    name,
+    pid,
+    port,
+    url,
+    webhookUrl: `${url}/api/v1/billing/stripe/webhook`,
+    startupMillis,
+    logLines,
+    options,
+    exited,
+    isRunning: () => running,
+    rssBytes: () => readRssBytes(pid),
+    waitForLog,
+    kill(signal) {
+      if (running) child.kill(signal);
+    },
+    async stop() {
+      if (running) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), stopDeadlineMillis);
+      const exit = await exited;
+      clearTimeout(timer);
+      started.delete(service);
+      return exit;
+    },
+  };
+  started.add(service);
+  void exited.then(() => {
+    if (!running) started.delete(service);
+  });
+  return service;
+}
+
+/** The same service again on the same port and settings (after a crash or a stop). */
+export function restartServiceProcess(previous: ServiceProcess): Promise<ServiceProcess> {
+  return startServiceProcess({ ...previous.options, port: previous.port });
+}
+
+/** Stops every service process this module started that is still running. */
+export async function stopAllServiceProcesses(): Promise<void> {
+  await Promise.all([...started].map((service) => service.stop()));
+}
+
+/** Every log line of every service process started in this test file (or benchmark run). */
+export function allServiceLogLines(): readonly string[] {
+  return allLines;
+}
+
+export function readRssBytes(pid: number): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    return match ? Number(match[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Polls `condition` until it holds, or throws after `timeoutMillis`: the only kind of waiting tests do. */
+export async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMillis: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMillis;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMillis} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, pollMillis));
+  }
+}
+
+// A test runner that dies must not leave services behind.
+process.once('exit', () => {
+  for (const service of started) service.kill('SIGKILL');
+});
