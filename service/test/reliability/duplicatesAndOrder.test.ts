@@ -82,7 +82,7 @@ function history(options: { cancel: boolean; upgrade: boolean }) {
   const prices: Record<number, string> = { 100: stripeId('price'), 300: stripeId('price') };
   const state = (periodStart: number, credits: 100 | 300, status: 'active' | 'canceled' = 'active') =>
     subscription({ id: subscriptionId, customer, created: t0, status }, { priceId: prices[credits], monthlyCredits: credits, periodStart, periodEnd: periodStart + month });
-  const events: StripeEvent[] = [
+  const events: Array<{ id: string }> = [
     stripeEvent('checkout.session.completed', subscriptionCheckoutSession({ client_reference_id: userId, customer, subscription: subscriptionId }), { created: t0 }),
     stripeEvent('customer.subscription.created', state(t0, 100), { created: t0 }),
     stripeEvent('customer.subscription.updated', state(t0 + month, 100), { created: t0 + month }),
@@ -94,7 +94,7 @@ function history(options: { cancel: boolean; upgrade: boolean }) {
     stripeEvent('charge.refunded', charge({ payment_intent: paymentIntent, amount: 1000, amount_refunded: 250 }), { created: t0 + 6 }),
     stripeEvent('charge.refunded', charge({ payment_intent: paymentIntent, amount: 1000, amount_refunded: 1000 }), { created: t0 + 7 }),
   );
-  return { userId, subscriptionId, paymentIntent, events: events as unknown as Array<StripeEvent & { id: string }> };
+  return { userId, subscriptionId, paymentIntent, events };
 }
 const historyLength = (options: { cancel: boolean; upgrade: boolean }) => 6 + Number(options.cancel) + Number(options.upgrade);
 

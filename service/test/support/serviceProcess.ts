@@ -71,7 +71,7 @@ export function buildService(): Promise<string> {
     } catch (error) {
       await rm(temporary, { recursive: true, force: true });
       const output = (error as { stdout?: string }).stdout ?? '';
-      throw new Error(`Building the service failed:\n${output.slice(0, 4000)}`);
+      throw new Error(`Building the service failed:\n${output.slice(0, 4000)}`, { cause: error });
     }
     await cp(path.join(serviceDir, 'migrations'), path.join(temporary, 'service', 'migrations'), { recursive: true });
     await rm(tsconfigPath);
