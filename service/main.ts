@@ -20,6 +20,8 @@ export interface RunningService {
 
 /** How long SIGTERM waits for in-flight requests before closing the remaining connections. */
 const shutdownGraceMillis = 10_000;
+/** During shutdown, how often connections whose request has been answered are closed. */
+const idleSweepMillis = 50;
 const keepAliveTimeoutMillis = 65_000;
 
 /** Wires configuration → database → migrations → secrets → app → listening server. */
@@ -76,8 +78,12 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       shutdown.abort();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      // A keep-alive connection turns idle once its in-flight request is answered: close it then, rather
+      // than letting it hold the exit until the grace period ends.
+      const idleSweep = setInterval(() => server.closeIdleConnections(), idleSweepMillis);
       const grace = setTimeout(() => server.closeAllConnections(), shutdownGraceMillis);
       await closed;
+      clearInterval(idleSweep);
       clearTimeout(grace);
       secrets.close();
       await stopListening();
