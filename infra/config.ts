@@ -47,6 +47,23 @@ export interface DeployConfig {
 
 export const webhookPath = '/api/v1/billing/stripe/webhook';
 
+/** Defaults of the optional settings; Pulumi.yaml declares the same values (a test keeps them equal). */
+export const configDefaults = {
+  dockerHost: 'unix:///var/run/docker.sock',
+  replicas: 2,
+  stripeApiBase: STRIPE_API_BASE,
+  serviceMemoryMb: 512,
+  serviceCpus: '1',
+  logLevel: 'info',
+  webhookMaxBodyBytes: 1024 * 1024,
+  postgresImage: 'postgres:17-bookworm',
+  httpsPort: 443,
+  httpPort: 80,
+  nginxImage: 'nginx:1.28',
+  webhookRateLimitPerSecond: 100,
+  webhookRateLimitBurst: 500,
+};
+
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** A configuration mistake: reported by Pulumi without a stack trace. */
@@ -97,8 +114,8 @@ export function loadDeployConfig(): DeployConfig {
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/.test(domain)) {
     throw configError(`domain must be a public host name such as billing.example.com, got "${domain}".`);
   }
-  const httpsPort = integer('httpsPort', 443, 1, 65535);
-  const httpPort = integer('httpPort', 80, 1, 65535);
+  const httpsPort = integer('httpsPort', configDefaults.httpsPort, 1, 65535);
+  const httpPort = integer('httpPort', configDefaults.httpPort, 1, 65535);
 
   // The key decides which Stripe account mode Pulumi talks to: it must match the stack before any call.
   const apiKey = requireSecret('stripeApiKey', `sk_${mode}_…`);
@@ -128,7 +145,7 @@ export function loadDeployConfig(): DeployConfig {
     database = { kind: 'external', url: pulumi.secret(databaseUrl) };
   } else {
     const password = requireSecret('postgresPassword', '"$(openssl rand -base64 32)"  (or set databaseUrl for an external PostgreSQL)');
-    database = { kind: 'container', image: text('postgresImage', 'postgres:17-bookworm'), password: pulumi.secret(password) };
+    database = { kind: 'container', image: text('postgresImage', configDefaults.postgresImage), password: pulumi.secret(password) };
   }
 
   const certificate = readLocalFile('tlsCertificateFile', config.require('tlsCertificateFile'));
@@ -136,7 +153,7 @@ export function loadDeployConfig(): DeployConfig {
   const key = readLocalFile('tlsKeyFile', config.require('tlsKeyFile'));
   if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key)) throw configError('tlsKeyFile must hold a PEM private key.');
 
-  const logLevel = text('logLevel', 'info');
+  const logLevel = text('logLevel', configDefaults.logLevel);
   if (!logLevels.includes(logLevel)) throw configError(`logLevel must be one of ${logLevels.join(', ')}, got "${logLevel}".`);
 
   const catalogFile = text('creditCatalogFile', '');
@@ -151,7 +168,7 @@ export function loadDeployConfig(): DeployConfig {
   }
   const authJwtSecret = rawSecret('authJwtSecret');
 
-  const cpus = text('serviceCpus', '1');
+  const cpus = text('serviceCpus', configDefaults.serviceCpus);
   if (!/^\d+(\.\d+)?$/.test(cpus) || Number(cpus) <= 0) throw configError(`serviceCpus must be a positive number such as 0.5, got "${cpus}".`);
 
   const secretsDir = text('secretsDir', '') || `/srv/${project}/${stack}/secrets`;
@@ -164,14 +181,14 @@ export function loadDeployConfig(): DeployConfig {
     mode,
     domain,
     webhookUrl: `https://${domain}${httpsPort === 443 ? '' : `:${httpsPort}`}${webhookPath}`,
-    dockerHost: text('dockerHost', 'unix:///var/run/docker.sock'),
-    replicas: integer('replicas', 2, 1, 32),
+    dockerHost: text('dockerHost', configDefaults.dockerHost),
+    replicas: integer('replicas', configDefaults.replicas, 1, 32),
     httpsPort,
     httpPort,
     secretsDir,
     stripe: {
       apiKey: pulumi.secret(apiKey),
-      apiBase: text('stripeApiBase', STRIPE_API_BASE),
+      apiBase: text('stripeApiBase', configDefaults.stripeApiBase),
       endpointId,
       suppliedWebhookSecret: suppliedWebhookSecret === undefined ? undefined : pulumi.secret(suppliedWebhookSecret),
       endpointDisabled: config.getBoolean('stripeWebhookDisabled') ?? false,
@@ -179,17 +196,17 @@ export function loadDeployConfig(): DeployConfig {
     database,
     tls: { certificate, key: pulumi.secret(key) },
     service: {
-      memoryMb: integer('serviceMemoryMb', 512, 128, 65536),
+      memoryMb: integer('serviceMemoryMb', configDefaults.serviceMemoryMb, 128, 65536),
       cpus,
       logLevel,
-      maxBodyBytes: integer('webhookMaxBodyBytes', 1024 * 1024, 1024, 64 * 1024 * 1024),
+      maxBodyBytes: integer('webhookMaxBodyBytes', configDefaults.webhookMaxBodyBytes, 1024, 64 * 1024 * 1024),
       authJwtSecret: authJwtSecret === undefined ? undefined : pulumi.secret(authJwtSecret),
       creditCatalog,
     },
     nginx: {
-      image: text('nginxImage', 'nginx:1.28'),
-      webhookRatePerSecond: integer('webhookRateLimitPerSecond', 100, 1, 100000),
-      webhookBurst: integer('webhookRateLimitBurst', 500, 1, 100000),
+      image: text('nginxImage', configDefaults.nginxImage),
+      webhookRatePerSecond: integer('webhookRateLimitPerSecond', configDefaults.webhookRateLimitPerSecond, 1, 100000),
+      webhookBurst: integer('webhookRateLimitBurst', configDefaults.webhookRateLimitBurst, 1, 100000),
     },
   };
 }
