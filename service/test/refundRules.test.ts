@@ -1,0 +1,221 @@
+/**
+ * What `charge.refunded` takes back: purchased credits in proportion to the cumulative amount refunded,
+ * once, whatever order refund and purchase events arrive in.
+ */
+import { randomUUID } from 'node:crypto';
+import type Stripe from 'stripe';
+import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
+import { charge, checkoutSession, stripeEvent, stripeId, subscription, subscriptionCheckoutSession, unixSeconds } from './support/stripeFixtures';
+import { deliver, startTestApp, type DeliveryResponse, type TestApp } from './support/testApp';
+import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+
+let database: TestDatabase;
+let app: TestApp;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  app = await startTestApp(database.db);
+});
+afterAll(async () => {
+  await app.close();
+  await database.drop();
+});
+
+const eventsStart = unixSeconds() - 3600;
+
+interface Purchase {
+  user: string;
+  paymentIntent: string;
+  chargeId: string;
+  session: Stripe.Checkout.Session;
+}
+
+/** A one-off purchase of `credits` for `amountCents`, paid with one charge. */
+function newPurchase(credits: number, amountCents = 1000, overrides: Parameters<typeof checkoutSession>[0] = {}): Purchase {
+  const user = `user_${randomUUID()}`;
+  const paymentIntent = stripeId('pi');
+  const session = checkoutSession({ client_reference_id: user, payment_intent: paymentIntent, amount_total: amountCents, metadata: { credits: String(credits) }, ...overrides });
+  return { user, paymentIntent, chargeId: stripeId('ch'), session };
+}
+
+const purchaseCompleted = (purchase: Purchase) => stripeEvent('checkout.session.completed', purchase.session, { created: eventsStart });
+
+/** `charge.refunded` as Stripe sends it: the charge with its cumulative `amount_refunded`. */
+function refunded(purchase: Purchase, amountRefundedCents: number, options: { created?: number; amountCents?: number } = {}) {
+  const amount = options.amountCents ?? purchase.session.amount_total ?? 1000;
+  const refundedCharge = charge({
+    id: purchase.chargeId,
+    payment_intent: purchase.paymentIntent,
+    amount,
+    amount_refunded: amountRefundedCents,
+    refunded: amountRefundedCents >= amount,
+  });
+  return stripeEvent('charge.refunded', refundedCharge, { created: options.created ?? eventsStart + 60 });
+}
+
+async function send(event: object): Promise<DeliveryResponse['body']> {
+  const response = await deliver(app.webhookUrl, event);
+  expect(response.status).toBe(200);
+  return response.body;
+}
+
+async function purchasedLedgerOf(user: string) {
+  const { rows } = await database.db.query<{ delta: number; reason: string }>(
+    "SELECT delta, reason FROM credit_ledger WHERE user_id = $1 AND bucket = 'purchased' ORDER BY id",
+    [user],
+  );
+  return rows;
+}
+
+async function purchaseRow(sessionId: string) {
+  const { rows } = await database.db.query<{ creditsRefunded: number; amountRefunded: number; status: string }>(
+    'SELECT credits_refunded AS "creditsRefunded", amount_refunded AS "amountRefunded", status FROM credit_purchases WHERE stripe_checkout_session_id = $1',
+    [sessionId],
+  );
+  return rows[0];
+}
+
+async function eventRow(eventId: string) {
+  const { rows } = await database.db.query<{ status: string; error: string | null }>('SELECT status, error FROM stripe_events WHERE id = $1', [eventId]);
+  return rows[0];
+}
+
+/** The product spending purchased credits: a ledger entry and the balance change, together. */
+async function spendPurchasedCredits(user: string, credits: number): Promise<void> {
+  await database.db.withTransaction(async (tx) => {
+    await tx.query("INSERT INTO credit_ledger (user_id, bucket, delta, reason) VALUES ($1, 'purchased', $2, 'usage')", [user, -credits]);
+    await tx.query('UPDATE service_subscriptions SET purchased_credits_balance = purchased_credits_balance - $2 WHERE user_id = $1', [user, credits]);
+  });
+}
+
+test('a partial refund takes back its share of the credits, the full refund later takes the rest', async () => {
+  const purchase = newPurchase(100);
+  await send(purchaseCompleted(purchase));
+  expect(await send(refunded(purchase, 250, { created: eventsStart + 60 }))).toEqual({ received: true, status: 'processed' });
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 75, subscription: 0 });
+  expect(await purchaseRow(purchase.session.id)).toEqual({ creditsRefunded: 25, amountRefunded: 250, status: 'paid' });
+
+  await send(refunded(purchase, 1000, { created: eventsStart + 120 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
+  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+    { delta: 100, reason: 'credit_purchase' },
+    { delta: -25, reason: 'refund' },
+    { delta: -75, reason: 'refund' },
+  ]);
+});
+
+test('the same refund delivered twice, or reported again by another event, takes credits once', async () => {
+  const purchase = newPurchase(100);
+  await send(purchaseCompleted(purchase));
+  const event = refunded(purchase, 500);
+  expect((await send(event)).status).toBe('processed');
+  expect((await send(event)).status).toBe('duplicate');
+  // e.g. charge.refunded re-sent after a refund's metadata changed: same cumulative amount, new event id.
+  expect((await send(refunded(purchase, 500, { created: eventsStart + 90 }))).status).toBe('processed');
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 50, subscription: 0 });
+  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+    { delta: 100, reason: 'credit_purchase' },
+    { delta: -50, reason: 'refund' },
+  ]);
+});
+
+test('an older, smaller refund event arriving after a later, larger one takes nothing', async () => {
+  const purchase = newPurchase(100);
+  await send(purchaseCompleted(purchase));
+  await send(refunded(purchase, 600, { created: eventsStart + 120 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 40, subscription: 0 });
+  await send(refunded(purchase, 300, { created: eventsStart + 60 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 40, subscription: 0 });
+  expect(await purchaseRow(purchase.session.id)).toMatchObject({ creditsRefunded: 60, amountRefunded: 600 });
+});
+
+test('refunding credits already spent leaves a negative purchased balance: the debt stays visible in the ledger', async () => {
+  const purchase = newPurchase(100);
+  await send(purchaseCompleted(purchase));
+  await spendPurchasedCredits(purchase.user, 80);
+  await send(refunded(purchase, 1000));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: -80, subscription: 0 });
+  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+    { delta: 100, reason: 'credit_purchase' },
+    { delta: -80, reason: 'usage' },
+    { delta: -100, reason: 'refund' },
+  ]);
+});
+
+test('a refund arriving before its purchase is kept (unmatched) and applied when the purchase arrives', async () => {
+  const purchase = newPurchase(100);
+  const early = refunded(purchase, 500);
+  expect(await send(early)).toEqual({ received: true, status: 'unmatched' });
+  expect(await eventRow(early.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no paid credit purchase for this payment yet') });
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
+
+  expect((await send(purchaseCompleted(purchase))).status).toBe('processed');
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 50, subscription: 0 });
+  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+    { delta: 100, reason: 'credit_purchase' },
+    { delta: -50, reason: 'refund' },
+  ]);
+  // Stripe's retry of the early event (or a copy) must not take again.
+  expect((await send(early)).status).toBe('duplicate');
+  await send(refunded(purchase, 500, { created: eventsStart + 300 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 50, subscription: 0 });
+});
+
+test('two refunds arriving before the purchase, newest first: the purchase is charged the largest cumulative amount', async () => {
+  const purchase = newPurchase(100);
+  await send(refunded(purchase, 600, { created: eventsStart + 120 }));
+  await send(refunded(purchase, 300, { created: eventsStart + 60 }));
+  await send(purchaseCompleted(purchase));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 40, subscription: 0 });
+});
+
+test('a refund of a delayed payment that is still pending is applied when the payment succeeds', async () => {
+  const purchase = newPurchase(100, 1000, { payment_status: 'unpaid' });
+  await send(purchaseCompleted(purchase));
+  expect((await send(refunded(purchase, 250))).status).toBe('unmatched');
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
+  await send(stripeEvent('checkout.session.async_payment_succeeded', { ...purchase.session, payment_status: 'paid' }, { created: eventsStart + 600 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 75, subscription: 0 });
+  expect(await purchaseRow(purchase.session.id)).toMatchObject({ status: 'paid', creditsRefunded: 25 });
+});
+
+test('a refund for a payment that never bought credits is unmatched and changes no balance', async () => {
+  const stranger = newPurchase(100);
+  const event = refunded(stranger, 1000);
+  expect(await send(event)).toEqual({ received: true, status: 'unmatched' });
+  expect(await eventRow(event.id)).toMatchObject({ status: 'unmatched' });
+  const { rows } = await database.db.query('SELECT 1 FROM credit_ledger WHERE stripe_event_id = $1', [event.id]);
+  expect(rows).toEqual([]);
+  expect(await balanceOf(database.db, stranger.user)).toEqual({ purchased: 0, subscription: 0 });
+});
+
+test('a refund never touches subscription credits', async () => {
+  const purchase = newPurchase(100);
+  const subscriptionId = stripeId('sub');
+  const customer = stripeId('cus');
+  await send(stripeEvent('checkout.session.completed', subscriptionCheckoutSession({ client_reference_id: purchase.user, customer, subscription: subscriptionId })));
+  await send(stripeEvent('customer.subscription.created', subscription({ id: subscriptionId, customer }, { monthlyCredits: 300 }), { created: eventsStart }));
+  await send(purchaseCompleted(purchase));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 300 });
+
+  await send(refunded(purchase, 1000));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 300 });
+  const { rows } = await database.db.query("SELECT delta FROM credit_ledger WHERE user_id = $1 AND bucket = 'subscription'", [purchase.user]);
+  expect(rows).toEqual([{ delta: 300 }]);
+});
+
+test('a partial refund rounds the credits taken down: a third of 100 credits takes 33, and the full refund takes exactly all', async () => {
+  const purchase = newPurchase(100, 999);
+  await send(purchaseCompleted(purchase));
+  await send(refunded(purchase, 333, { created: eventsStart + 60 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 67, subscription: 0 });
+  await send(refunded(purchase, 666, { created: eventsStart + 120 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 34, subscription: 0 });
+  await send(refunded(purchase, 999, { created: eventsStart + 180 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
+  expect((await purchasedLedgerOf(purchase.user)).map((entry) => entry.delta)).toEqual([100, -33, -33, -34]);
+});
+
+test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {
+  expect(await checkInvariants(database.db)).toEqual(invariantsHold);
+});
