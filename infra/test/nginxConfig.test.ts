@@ -56,3 +56,17 @@ test('a template placeholder without a value, or a value without a placeholder, 
   expect(() => fillTemplate('listen 80;', { port: '80' })).toThrow(/port/);
   expect(fillTemplate('listen {{port}};', { port: '80' })).toBe('listen 80;');
 });
+
+test('the event stream location is unbuffered and stays open for an hour of silence', () => {
+  const config = renderNginxConfig(params);
+  const stream = /location = \/api\/v1\/billing\/credits\/stream \{([^}]*)\}/.exec(config)?.[1] ?? '';
+  expect(stream).toContain('proxy_buffering off;');
+  expect(stream).toContain('proxy_read_timeout 1h;');
+  expect(stream).toContain('proxy_send_timeout 1h;');
+});
+
+test('no query string reaches the access log (the stream takes ?access_token=)', () => {
+  const format = /log_format billing ([^;]*);/.exec(renderNginxConfig(params))?.[1] ?? '';
+  expect(format).toContain('$uri');
+  expect(format).not.toMatch(/\$request\b|\$request_uri|\$args|\$query_string/);
+});

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, watch, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, watch, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** Debian's nginx binary (package nginx-light). */
@@ -25,6 +25,10 @@ export async function startNginx(prefixDir: string, config: string): Promise<Ngi
   const configPath = path.join(prefixDir, 'nginx.conf');
   const pidPath = path.join(prefixDir, 'nginx.pid');
   writeFileSync(configPath, config);
+  // Workers run as an unprivileged account when the test runs as root: they write request bodies
+  // into temp directories below the prefix, so it must be traversable (it holds no secret file
+  // readable by them: the TLS key is 0600 and read by the master).
+  chmodSync(prefixDir, 0o755);
 
   const child = spawn(nginxBinary, ['-p', prefixDir, '-c', configPath, '-g', 'daemon off;'], {
     stdio: ['ignore', 'ignore', 'pipe'],
