@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { configDefaults } from '../config';
 import { serviceHealthcheck, servicePort } from '../serviceImage';
+import { readDockerfile } from './support/dockerfile';
 
 const root = path.resolve(__dirname, '..', '..');
 const read = (file: string) => readFileSync(path.join(root, file), 'utf8');
@@ -79,15 +80,12 @@ describe('Pulumi.yaml', () => {
 });
 
 describe('Dockerfile', () => {
-  const dockerfile = read('Dockerfile');
-  const instructions = dockerfile
-    .replace(/\\\n\s*/g, ' ')
-    .split('\n')
-    .filter((line) => line.trim() && !line.startsWith('#'));
+  const { text: dockerfile, preamble, stages } = readDockerfile(root);
+  const instructions = [...preamble, ...stages.flatMap((stage) => stage.instructions)];
 
   test('builds in stages on Node 24 LTS and ships production dependencies only', () => {
     expect(dockerfile).toMatch(/^ARG NODE_IMAGE=node:24-bookworm-slim$/m);
-    expect(instructions.filter((line) => line.startsWith('FROM '))).toEqual([
+    expect(stages.map((stage) => stage.instructions[0])).toEqual([
       'FROM ${NODE_IMAGE} AS build',
       'FROM ${NODE_IMAGE} AS prod-deps',
       'FROM ${NODE_IMAGE} AS runtime',
@@ -98,7 +96,7 @@ describe('Dockerfile', () => {
   });
 
   test('runs as the non-root node user under tini, with the health check and port the program uses', () => {
-    const runtime = instructions.slice(instructions.indexOf('FROM ${NODE_IMAGE} AS runtime'));
+    const runtime = stages.find((stage) => stage.name === 'runtime')?.instructions ?? [];
     expect(runtime).toContain('USER node');
     expect(runtime).toContain('ENTRYPOINT ["/usr/bin/tini", "--"]');
     expect(runtime).toContain('CMD ["node", "dist/service/main.js"]');
