@@ -51,6 +51,13 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
     for (let attempt = 1; ; attempt++) {
       const client = await pool.connect();
       let clientBroken = false;
+      // The pool listens for errors on idle clients only: without this listener, a connection dropped while
+      // checked out but between two queries emits an unhandled 'error' and kills the process.
+      const onConnectionError = (error: Error) => {
+        clientBroken = true;
+        logger.warn({ err: describeError(error) }, 'database connection lost during a transaction');
+      };
+      client.on('error', onConnectionError);
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
@@ -71,6 +78,7 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
         throw error;
       } finally {
         // A connection that failed mid-transaction is discarded rather than reused.
+        client.removeListener('error', onConnectionError);
         client.release(clientBroken);
       }
     }
