@@ -10,6 +10,7 @@ CREATE TABLE service_subscriptions (
   current_period_start      timestamptz,
   current_period_end        timestamptz,
   credited_period_start     timestamptz,                -- the billing period whose allowance was granted
+  credited_allowance        bigint NOT NULL DEFAULT 0,  -- the allowance granted for that period so far
   created_at                timestamptz NOT NULL DEFAULT now(),
   updated_at                timestamptz NOT NULL DEFAULT now()
 );

@@ -55,7 +55,7 @@ interface StateOptions {
   period: number;
   monthlyCredits?: number;
   priceId?: string;
-  status?: 'active' | 'trialing' | 'past_due' | 'canceled';
+  status?: 'active' | 'trialing' | 'past_due' | 'unpaid' | 'canceled';
   shape?: SubscriptionShape;
   metadata?: Record<string, string>;
 }
@@ -366,17 +366,18 @@ describe('delivery order does not matter (property)', () => {
     { priceId: 'price_prop_large', monthlyCredits: 250 },
   ] as const;
 
-  type Status = 'active' | 'trialing' | 'past_due';
-  const entitled = (status: Status) => status !== 'past_due';
+  type Status = 'active' | 'trialing' | 'past_due' | 'unpaid';
+  const entitled = (status: Status) => status === 'active' || status === 'trialing';
+  const statusArbitrary = fc.constantFrom<Status>('active', 'trialing', 'past_due', 'unpaid');
+  const planArbitrary = fc.constantFrom<0 | 1>(0, 1);
 
-  interface Period {
+  interface Change {
     plan: 0 | 1;
-    /** How the period opens: paid, trialling, or with a failed renewal payment. */
     status: Status;
-    /** Further updates within the period (e.g. metadata changes), each in its own event. */
-    updates: number;
-    /** A past_due period whose payment retry succeeds later in the period. */
-    recovers: boolean;
+  }
+  interface Period extends Change {
+    /** How the period opens (paid, trialling, failed renewal), then changes within it: plan switches, payment recovered or lost. */
+    changes: Change[];
   }
   interface History {
     periods: Period[];
@@ -388,10 +389,9 @@ describe('delivery order does not matter (property)', () => {
   const historyArbitrary: fc.Arbitrary<History> = fc.record({
     periods: fc.array(
       fc.record({
-        plan: fc.constantFrom<0 | 1>(0, 1),
-        status: fc.constantFrom<Status>('active', 'trialing', 'past_due'),
-        updates: fc.integer({ min: 0, max: 2 }),
-        recovers: fc.boolean(),
+        plan: planArbitrary,
+        status: statusArbitrary,
+        changes: fc.array(fc.record({ plan: planArbitrary, status: statusArbitrary }), { maxLength: 3 }),
       }),
       { minLength: 1, maxLength: 3 },
     ),
@@ -417,8 +417,7 @@ describe('delivery order does not matter (property)', () => {
     };
     history.periods.forEach((period, index) => {
       push({ type: index === 0 ? 'customer.subscription.created' : 'customer.subscription.updated', period: index, plan: period.plan, status: period.status });
-      for (let update = 0; update < period.updates; update++) push({ type: 'customer.subscription.updated', period: index, plan: period.plan, status: period.status });
-      if (period.status === 'past_due' && period.recovers) push({ type: 'customer.subscription.updated', period: index, plan: period.plan, status: 'active' });
+      for (const change of period.changes) push({ type: 'customer.subscription.updated', period: index, plan: change.plan, status: change.status });
     });
     const last = history.periods.length - 1;
     if (history.deleted) push({ type: 'customer.subscription.deleted', period: last, plan: history.periods[last]!.plan, status: 'active' });
@@ -479,6 +478,77 @@ describe('delivery order does not matter (property)', () => {
       }),
       { numRuns: 25 },
     );
+  });
+});
+
+describe('a user who signs up again', () => {
+  /** A second subscription for the same user and customer, started while the first is still active. */
+  const replacementOf = (first: TestSubscription): TestSubscription => ({ ...first, id: stripeId('sub') });
+
+  test.each([
+    ['after the old one ended', false],
+    ['before the old one ended (linked when it ends)', true],
+  ])('the new subscription is linked and credited %s', async (_name, newFirst) => {
+    const first = newSubscription();
+    await send(linkingCheckout(first, { created: eventTime(1) }));
+    await send(subscriptionEvent('customer.subscription.created', first, { period: 2, monthlyCredits: 100, created: eventTime(2) }));
+    const second = replacementOf(first);
+    const deleteFirst = subscriptionEvent('customer.subscription.deleted', first, { period: 2, created: eventTime(3) });
+    const signUpAgain = [
+      linkingCheckout(second, { created: eventTime(4) }),
+      subscriptionEvent('customer.subscription.created', second, { period: 3, monthlyCredits: 300, priceId: 'price_pro', created: eventTime(5) }),
+    ];
+    if (newFirst) {
+      expect((await send(signUpAgain[0]!)).status).toBe('unmatched');
+      await send(signUpAgain[1]!);
+      await send(deleteFirst);
+    } else {
+      await send(deleteFirst);
+      for (const event of signUpAgain) await send(event);
+    }
+    expect(await accountOf(first.user)).toMatchObject({ subscriptionId: second.id, subscriptionCredits: 300, status: 'active', plan: 'price_pro' });
+  });
+});
+
+describe('changes within a billing period', () => {
+  test.each([
+    ['in order', false],
+    ['reversed', true],
+  ])('an upgrade mid-period leaves the new plan\'s allowance (%s)', async (_name, reversed) => {
+    const sub = newSubscription();
+    const events = [
+      linkingCheckout(sub, { created: eventTime(1) }),
+      subscriptionEvent('customer.subscription.created', sub, { period: 3, monthlyCredits: 100, created: eventTime(2) }),
+      subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 500, priceId: 'price_big', created: eventTime(3) }),
+    ];
+    for (const event of reversed ? events.reverse() : events) await send(event);
+    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 500, plan: 'price_big' });
+  });
+
+  test.each([
+    ['in order', false],
+    ['reversed', true],
+  ])('losing the payment mid-period withholds the allowance until it is paid again (%s)', async (_name, reversed) => {
+    const sub = newSubscription();
+    const events = [
+      linkingCheckout(sub, { created: eventTime(1) }),
+      subscriptionEvent('customer.subscription.created', sub, { period: 3, monthlyCredits: 100, created: eventTime(2) }),
+      subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 100, status: 'unpaid', created: eventTime(3) }),
+    ];
+    for (const event of reversed ? [...events].reverse() : events) await send(event);
+    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0, status: 'unpaid' });
+    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 100, status: 'active', created: eventTime(4) }));
+    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, status: 'active' });
+  });
+
+  test('a downgrade after spending never takes back more than is left', async () => {
+    const sub = newSubscription();
+    await send(linkingCheckout(sub, { created: eventTime(1) }));
+    await send(subscriptionEvent('customer.subscription.created', sub, { period: 3, monthlyCredits: 500, created: eventTime(2) }));
+    await spendSubscriptionCredits(sub.user, 450);
+    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 100, created: eventTime(3) }));
+    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0 });
+    expect((await subscriptionLedgerOf(sub.user)).at(-1)).toEqual({ delta: -50, reason: 'subscription_allowance_lowered' });
   });
 });
 
