@@ -224,6 +224,17 @@ describe('GET /api/v1/billing/credits', () => {
     expect(body).not.toContain(user);
   });
 
+  test('a 401 names the Bearer scheme, and the scheme is matched in any case', async () => {
+    const user = newUser();
+    expect((await getBalance(app.url)).headers.get('www-authenticate')).toBe('Bearer');
+    expect((await getBalance(app.url, { authorization: `bearer ${await tokenFor(user)}` })).status).toBe(200);
+  });
+
+  test('the JSON route does not take ?access_token= (tokens stay out of URLs where headers work)', async () => {
+    const response = await getBalance(app.url, {}, `?access_token=${await tokenFor(newUser())}`);
+    expect(response.status).toBe(401);
+  });
+
   test('without a JWT secret the user routes do not exist (404)', async () => {
     const user = newUser();
     const token = await tokenFor(user);
@@ -300,6 +311,18 @@ describe('GET /api/v1/billing/credits/stream', () => {
     const invalid = await fetch(`${app.url}${streamPath}?access_token=${await tokenFor(newUser(), { expiresAt: Math.floor(Date.now() / 1000) - 60 })}`);
     expect(invalid.status).toBe(401);
     await invalid.text();
+  });
+
+  test('the stream ends when the session token that opened it expires', async () => {
+    const user = newUser();
+    const expiresAt = Math.floor(Date.now() / 1000) + 2;
+    const stream = await StreamClient.open(`${app.url}${streamPath}`, { authorization: `Bearer ${await tokenFor(user, { expiresAt })}` });
+    try {
+      await stream.nextBalance();
+      await expect(stream.next(5_000)).rejects.toThrow('stream ended');
+    } finally {
+      stream.close();
+    }
   });
 
   test('a client that disconnects leaves no stream open on the server', async () => {

@@ -25,13 +25,13 @@ export function userRoutes(deps: UserRouteDeps): Router {
   const router = new Router({ prefix: '/api/v1/billing/credits' });
 
   router.get('/', async (ctx) => {
-    const userId = await authenticate(ctx);
+    const { userId } = await authenticate(ctx);
     ctx.set('Cache-Control', 'no-store');
     ctx.body = await readBalance(deps.db, userId);
   });
 
   router.get('/stream', async (ctx) => {
-    const userId = await authenticate(ctx);
+    const { userId, expiresAtMillis } = await authenticate(ctx, { allowQueryToken: true });
     const stream = new PassThrough();
     let lastSent = '';
     let sending = Promise.resolve();
@@ -52,8 +52,11 @@ export function userRoutes(deps: UserRouteDeps): Router {
 
     const unsubscribe = deps.notifier.subscribe(userId, sendBalance);
     const heartbeat = setInterval(() => stream.write(': keep-alive\n\n'), deps.heartbeatMillis ?? defaultHeartbeatMillis);
+    // The stream lives no longer than the session that opened it; the client reconnects with a fresh token.
+    const expiry = expiresAtMillis === undefined ? undefined : setTimeout(() => close(), Math.max(0, expiresAtMillis - Date.now()));
     const close = () => {
       clearInterval(heartbeat);
+      clearTimeout(expiry);
       unsubscribe();
       deps.shutdownSignal?.removeEventListener('abort', close);
       stream.end();
