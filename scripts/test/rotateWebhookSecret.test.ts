@@ -25,6 +25,8 @@ function run(args: string[], stdin = ''): Promise<{ code: number; stdout: string
     const child = execFile('bash', [script, ...args], (error, stdout, stderr) => {
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
+    // The script may exit before reading stdin (usage errors): that is not a test failure.
+    child.stdin!.on('error', () => undefined);
     child.stdin!.end(stdin);
   });
 }
