@@ -96,9 +96,11 @@ const secretWriter = new docker.Container(
   },
   { ...onHost, deleteBeforeReplace: true },
 );
-const secretsInstalled = secretWriter.exitCode.apply((code) => {
-  if (code !== 0) throw new Error(`Installing the secret files on the Docker host failed (exit ${code}): docker logs ${cfg.namePrefix}-secret-files`);
-  return code;
+// A failed install fails the deployment (the replicas would not start without their files anyway).
+secretWriter.exitCode.apply((code) => {
+  if (typeof code === 'number' && code !== 0) {
+    throw new Error(`Installing the secret files on the Docker host failed (exit ${code}): see docker logs ${cfg.namePrefix}-secret-files`);
+  }
 });
 
 // PostgreSQL with a persistent volume (kept when the stack is destroyed), password from its secret file, no host port.
@@ -178,7 +180,7 @@ const replicas = Array.from({ length: cfg.replicas }, (_, index) => {
       ...onHost,
       deleteBeforeReplace: true,
       dependsOn: database ? [secretWriter, database] : [secretWriter],
-      replacementTrigger: pulumi.all([readOnceSecretsDigest, secretsInstalled]).apply(([digest]) => digest),
+      replacementTrigger: readOnceSecretsDigest,
     },
   );
 });
