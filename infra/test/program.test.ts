@@ -1,4 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
 import { stripeApiVersion } from '../../service/stripeApi';
 import {
@@ -8,6 +12,7 @@ import {
   plainStrings,
   runProgram,
   secretValues,
+  stackConfig,
   unwrap,
   type ProgramRun,
   type Registration,
@@ -259,4 +264,26 @@ test('nginx gets a body limit equal to the service’s, the rate limit from conf
 test('a remote Docker host from config is used for every Docker resource', async () => {
   const run = await runProgram('live', { dockerHost: 'ssh://deploy@docker.example.com' });
   expect(run.one('pulumi:providers:docker', 'docker-host').inputs.host).toBe('ssh://deploy@docker.example.com');
+});
+
+test('under the loader `pulumi up` uses (node --import tsx) the program loads and its endpoint provider serializes without a secret', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'program-under-tsx-'));
+  try {
+    const input = path.join(dir, 'config.json');
+    writeFileSync(input, JSON.stringify({ stack: 'test', ...stackConfig('test') }));
+    const output = execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'support', 'loadProgramUnderTsx.ts'), input], {
+      cwd: path.join(__dirname, '..', '..'),
+      encoding: 'utf8',
+    });
+    const { types, serializedProviders, outputs } = JSON.parse(output) as { types: string[]; serializedProviders: string[]; outputs: unknown[] };
+
+    expect(types).toHaveLength(12);
+    expect(serializedProviders).toHaveLength(1);
+    expect(serializedProviders[0]).toContain('/v1/webhook_endpoints');
+    expect(serializedProviders[0]).not.toMatch(/require\(/);
+    for (const secret of Object.values(secretValues)) expect(serializedProviders[0]).not.toContain(secret);
+    expect(outputs).toContain('https://billing-test.example.com/api/v1/billing/stripe/webhook');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
