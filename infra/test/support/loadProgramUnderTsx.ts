@@ -35,7 +35,7 @@ async function main(): Promise<void> {
 
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const program = require(`${path.resolve(__dirname, '..', '..')}/`) as Record<string, unknown>;
-  const outputs = await Promise.all(Object.values(program).map((value) => new Promise((resolve) => pulumi.output(value as pulumi.Input<unknown>).apply(resolve))));
+  const outputs = await Promise.all(Object.values(program).map((value) => new Promise((resolve) => (pulumi.output(value) as pulumi.Output<unknown>).apply(resolve))));
   process.stdout.write(JSON.stringify({ types, serializedProviders, outputs }));
 }
 
