@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
 import { parseCatalog } from '../service/credits/catalog';
+import { webhookPath } from '../service/webhook/route';
 import { STRIPE_API_BASE, stripeKeyMode, type StripeMode } from './stripeWebhookEndpoint';
 
 /**
@@ -44,8 +45,6 @@ export interface DeployConfig {
   };
   nginx: { image: string; webhookRatePerSecond: number; webhookBurst: number };
 }
-
-export const webhookPath = '/api/v1/billing/stripe/webhook';
 
 /** Defaults of the optional settings; Pulumi.yaml declares the same values (a test keeps them equal). */
 export const configDefaults = {

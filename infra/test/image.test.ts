@@ -15,7 +15,7 @@ import { connectDatabase } from '../../service/db';
 import { createLogger } from '../../service/logger';
 import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test/support/stripeFixtures';
 import { databaseUrl, testServerUrl } from '../../service/test/support/testDatabase';
-import { webhookPath } from '../config';
+import { webhookPath } from '../../service/webhook/route';
 import { dockerignoreFilter, readDockerfile } from './support/dockerfile';
 import { freePort, repoRoot, startChildService, type ChildService } from './support/serviceProcess';
 
