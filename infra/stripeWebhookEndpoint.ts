@@ -60,18 +60,20 @@ interface StripeEndpoint {
 
 const requestTimeoutMillis = 30_000;
 
-/** Refuses a key of the wrong mode (or not a key) before any request is made. Never echoes the key. */
-function assertKeyMode(inputs: Pick<WebhookEndpointInputs, 'apiKey' | 'mode'>): void {
+/** Why this key cannot manage this stack's endpoint, if it cannot. Never quotes the key. */
+function keyModeProblem(inputs: Pick<WebhookEndpointInputs, 'apiKey' | 'mode'>): string | undefined {
   const keyMode = stripeKeyMode(inputs.apiKey);
-  if (keyMode === undefined) {
-    throw new Error('The Stripe API key is not a secret (sk_…) or restricted (rk_…) key.');
-  }
+  if (keyMode === undefined) return 'not a Stripe secret (sk_…) or restricted (rk_…) key';
   if (keyMode !== inputs.mode) {
-    throw new Error(
-      `The Stripe API key is a ${keyMode}-mode key but this stack manages the ${inputs.mode}-mode endpoint; ` +
-        `set a ${inputs.mode}-mode key (sk_${inputs.mode}_… or rk_${inputs.mode}_…).`,
-    );
+    return `a ${keyMode}-mode key, which cannot manage the ${inputs.mode}-mode endpoint: set a ${inputs.mode}-mode key (sk_${inputs.mode}_… or rk_${inputs.mode}_…)`;
   }
+  return undefined;
+}
+
+/** Refuses a key of the wrong mode (or not a key) before any request is made. */
+function assertKeyMode(inputs: Pick<WebhookEndpointInputs, 'apiKey' | 'mode'>): void {
+  const problem = keyModeProblem(inputs);
+  if (problem) throw new Error(`The Stripe API key is ${problem}.`);
 }
 
 /** Stripe's messages may quote a key or secret (redacted or not): keep anything key-like out of errors. */
@@ -105,6 +107,11 @@ async function stripeRequest(
   return { status: response.status, body };
 }
 
+function stripeFailure(method: string, path: string, status: number, body: Record<string, unknown>): Error {
+  const error = body.error as { message?: string } | undefined;
+  return new Error(redact(`Stripe ${method} ${path} failed with HTTP ${status}: ${error?.message ?? 'no error message'}`));
+}
+
 async function stripeCall(
   inputs: Pick<WebhookEndpointInputs, 'apiBase' | 'apiKey' | 'apiVersion'>,
   method: 'GET' | 'POST' | 'DELETE',
@@ -113,8 +120,7 @@ async function stripeCall(
 ): Promise<Record<string, unknown>> {
   const { status, body } = await stripeRequest(inputs, method, path, form);
   if (status >= 200 && status < 300) return body;
-  const error = body.error as { message?: string } | undefined;
-  throw new Error(redact(`Stripe ${method} ${path} failed with HTTP ${status}: ${error?.message ?? 'no error message'}`));
+  throw stripeFailure(method, path, status, body);
 }
 
 /** The fields Stripe lets us set on create and update, form-encoded the way stripe-node encodes them. */
@@ -172,9 +178,8 @@ function sameMetadata(a: Record<string, string>, b: Record<string, string>): boo
 export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEndpointInputs, WebhookEndpointOutputs> = {
   async check(_olds, news) {
     const failures: pulumi.dynamic.CheckFailure[] = [];
-    const keyMode = stripeKeyMode(news.apiKey);
-    if (keyMode === undefined) failures.push({ property: 'apiKey', reason: 'not a Stripe secret (sk_…) or restricted (rk_…) key' });
-    else if (keyMode !== news.mode) failures.push({ property: 'apiKey', reason: `a ${keyMode}-mode key cannot manage the ${news.mode}-mode endpoint` });
+    const keyProblem = keyModeProblem(news);
+    if (keyProblem) failures.push({ property: 'apiKey', reason: keyProblem });
     if (!/^https:\/\/[^\s/]+\//.test(news.url)) failures.push({ property: 'url', reason: 'must be an https:// URL' });
     if (news.enabledEvents.length === 0) failures.push({ property: 'enabledEvents', reason: 'must name at least one event type' });
     if (!news.apiVersion) failures.push({ property: 'apiVersion', reason: 'must pin a Stripe API version' });
@@ -237,12 +242,10 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
   async read(id, props) {
     // `pulumi import` has no state to take the key and secret from: adopt through config instead.
     if (!props) throw new Error('A Stripe webhook endpoint cannot be imported; adopt it with stripeWebhookEndpointId instead.');
-    const { status, body } = await stripeRequest(props, 'GET', `/v1/webhook_endpoints/${encodeURIComponent(id)}`);
+    const path = `/v1/webhook_endpoints/${encodeURIComponent(id)}`;
+    const { status, body } = await stripeRequest(props, 'GET', path);
     if (status === 404) return { id: '' }; // deleted outside Pulumi
-    if (status < 200 || status >= 300) {
-      const error = body.error as { message?: string } | undefined;
-      throw new Error(redact(`Stripe GET endpoint ${id} failed with HTTP ${status}: ${error?.message ?? 'no error message'}`));
-    }
+    if (status < 200 || status >= 300) throw stripeFailure('GET', path, status, body);
     return { id, props: toOutputs(props, body as unknown as StripeEndpoint, props.secret) };
   },
 
@@ -255,10 +258,10 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
   },
 
   async delete(id, props) {
-    const { status, body } = await stripeRequest(props, 'DELETE', `/v1/webhook_endpoints/${encodeURIComponent(id)}`);
+    const path = `/v1/webhook_endpoints/${encodeURIComponent(id)}`;
+    const { status, body } = await stripeRequest(props, 'DELETE', path);
     if (status === 404 || (status >= 200 && status < 300)) return; // already gone counts as deleted
-    const error = body.error as { message?: string } | undefined;
-    throw new Error(redact(`Stripe DELETE endpoint ${id} failed with HTTP ${status}: ${error?.message ?? 'no error message'}`));
+    throw stripeFailure('DELETE', path, status, body);
   },
 };
 
