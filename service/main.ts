@@ -39,6 +39,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   await runMigrations(db, logger);
 
   const secrets = await loadWebhookSecrets(config, logger);
+  logger.info({ fingerprints: secrets.current().map((secret) => secret.fingerprint) }, 'webhook signing secrets loaded');
   const catalog = config.creditCatalogFile ? loadCatalog(config.creditCatalogFile) : emptyCatalog();
   const stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
   if (!stripe) logger.warn('STRIPE_API_KEY not set: credits can come only from metadata.credits, not from the catalog by price');
