@@ -1,7 +1,7 @@
 /**
  * Usage: npx tsx infra/localStripe.ts [port]     (default port 12111)
  *
- * A Stripe stand-in for a `local` stack (docs/deploy.md, "Run it all locally without Stripe"): the
+ * A Stripe stand-in for a `local` stack (README.md, Deploy, "Run it all locally without Stripe"): the
  * repository's Stripe fake, reachable at http://127.0.0.1:<port> until Ctrl-C. Point the stack at it
  * (`pulumi config set stripeApiBase http://127.0.0.1:12111`); any sk_test_… key is accepted. It keeps
  * endpoints in memory only: after a restart, `pulumi up --refresh` creates the endpoint again.
