@@ -1,0 +1,412 @@
+/**
+ * npm run bench [-- --replicas 2] [--duration 6] [--levels 1,8,32] [--pool 10]
+ *
+ * Measures the webhook service against the ceiling of its own database on this machine:
+ *   1. builds the service and starts it (one process, or --replicas N) on a fresh PostgreSQL database;
+ *   2. at each concurrency level, runs the ceiling (processEvent straight through pg, same events, same
+ *      concurrency, same pool size, no HTTP) and then the service under signed HTTP deliveries from a
+ *      separate load-generator process, each for a fixed duration;
+ *   3. measures latency at half the peak rate with a fixed arrival rate (open loop);
+ *   4. checks that every acknowledged event was applied once and the books balance.
+ * Prints a table, and as its last line one JSON object (events_per_s, p99_ms, ceiling_tx_per_s, ratio,
+ * rss_mb, correct, …). Progress goes to stderr. Needs PostgreSQL on TEST_DATABASE_URL (default
+ * postgres://postgres@127.0.0.1:5432/postgres). Not part of CI: it takes about two minutes.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { checkDeliveryInvariants, deliveryInvariantsHold } from '../../service/test/support/deliveryInvariants';
+import { buildService, startServiceProcess, stopAllServiceProcesses, type ServiceProcess } from '../../service/test/support/serviceProcess';
+import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
+import type { CeilingMessage, CeilingResult } from './ceiling';
+import type { LoadResult, PrepareMessage, RunMessage } from './loadgen';
+import { buildWorkload, mix, type ItemKind } from './workload';
+
+const { values: flags } = parseArgs({
+  options: {
+    replicas: { type: 'string', default: '1' },
+    duration: { type: 'string', default: '6' },
+    levels: { type: 'string', default: '1,8,32' },
+    pool: { type: 'string', default: '10' },
+  },
+});
+const replicas = Number(flags.replicas);
+const durationMillis = Number(flags.duration) * 1000;
+const levels = flags.levels!.split(',').map(Number);
+const poolMax = Number(flags.pool);
+const secret = 'whsec_bench_5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b';
+const seed = 20_251_128;
+const warmupMillis = 2_000;
+const childReplyDeadlineMillis = 120_000;
+const sampleEveryMillis = 100;
+/** Prepared deliveries per second of run, as a multiple of the rate expected from the warm-up. */
+const headroom = 2.5;
+const ticksPerSecond = 100; // CLK_TCK on Linux
+
+const progress = (text: string) => process.stderr.write(`bench: ${text}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+function forkChild(file: string): ChildProcess {
+  return fork(path.join(__dirname, file), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+}
+
+function ask<T extends { type: string }>(child: ChildProcess, message: object, replyType: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${replyType} from child within ${childReplyDeadlineMillis} ms`)), childReplyDeadlineMillis);
+    const onMessage = (reply: T) => {
+      if (reply.type !== replyType) return;
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      resolve(reply);
+    };
+    child.on('message', onMessage);
+    child.send(message);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process statistics from /proc
+
+function cpuTicks(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(fields[11]) + Number(fields[12]); // utime + stime
+  } catch {
+    return 0;
+  }
+}
+
+function postgresPids(): number[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
+      } catch {
+        return false;
+      }
+    });
+}
+
+interface CpuSnapshot {
+  service: number;
+  postgres: number;
+  at: number;
+}
+
+function cpuSnapshot(services: ServiceProcess[]): CpuSnapshot {
+  return {
+    service: services.reduce((sum, s) => sum + cpuTicks(s.pid), 0),
+    postgres: postgresPids().reduce((sum, pid) => sum + cpuTicks(pid), 0),
+    at: performance.now(),
+  };
+}
+
+/** Share of one core used between two snapshots, in percent. */
+const corePercent = (ticks: number, millis: number) => (ticks / ticksPerSecond / (millis / 1000)) * 100;
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+function percentile(values: readonly number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+const all = (latencies: Record<ItemKind, number[]>) => Object.values(latencies).flat();
+const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
+
+interface LevelResult {
+  concurrency: number;
+  serviceEventsPerSecond: number;
+  ceilingTxPerSecond: number;
+  ratio: number;
+  p50Millis: number;
+  p99Millis: number;
+  duplicatesPerSecond: number;
+  newP50Millis: number;
+  duplicateP50Millis: number;
+  ceilingNewP50Millis: number;
+  ceilingDuplicateP50Millis: number;
+  serviceCpuPercent: number;
+  postgresCpuPercent: number;
+  loadgenCpuPercent: number;
+  ceilingCpuPercent: number;
+  rssMaxMegabytes: number;
+  exhausted: boolean;
+  failures: number;
+}
+
+interface SentRun {
+  prefix: string;
+  count: number;
+  acknowledged: number[];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  progress(`building the service; ${replicas} replica(s), pool ${poolMax} each, levels ${levels.join('/')}, ${durationMillis / 1000} s each`);
+  await buildService();
+  let serviceDb: TestDatabase | undefined;
+  let ceilingDb: TestDatabase | undefined;
+  const children: ChildProcess[] = [];
+  try {
+    [serviceDb, ceilingDb] = await Promise.all([createTestDatabase({ poolMax: 4 }), createTestDatabase({ poolMax: 4 })]);
+    const services: ServiceProcess[] = [];
+    const readyMillis: number[] = [];
+    for (let i = 0; i < replicas; i++) {
+      const spawnedAt = performance.now();
+      const service = await startServiceProcess({
+        databaseUrl: serviceDb.url,
+        webhookSecret: secret,
+        env: { DATABASE_POOL_MAX: String(poolMax) },
+        name: `replica ${i + 1}`,
+      });
+      while ((await fetch(`${service.url}/readyz`)).status !== 200) {
+        if (performance.now() - spawnedAt > 30_000) throw new Error('service not ready within 30 s');
+      }
+      readyMillis.push(performance.now() - spawnedAt);
+      services.push(service);
+    }
+    const startupMillis = Math.max(...services.map((s) => s.startupMillis));
+    const rssIdleMegabytes = Math.max(...services.map((s) => (s.rssBytes() ?? 0) / 2 ** 20));
+    progress(`service listening after ${round(startupMillis, 0)} ms, ready after ${round(Math.max(...readyMillis), 0)} ms, RSS idle ${round(rssIdleMegabytes)} MB`);
+
+    const loadgen = forkChild('loadgen.ts');
+    const ceilingWorker = forkChild('ceiling.ts');
+    children.push(loadgen, ceilingWorker);
+    const targets = services.map((s) => s.webhookUrl);
+    const sentRuns: SentRun[] = [];
+    let runNumber = 0;
+
+    const runCeiling = (concurrency: number, millis: number, count: number) =>
+      ask<CeilingResult>(
+        ceilingWorker,
+        {
+          type: 'ceiling',
+          databaseUrl: ceilingDb!.url,
+          poolMax: poolMax * replicas,
+          concurrency,
+          durationMillis: millis,
+          prefix: `c${++runNumber}`,
+          count,
+          seed: seed + runNumber,
+        } satisfies CeilingMessage,
+        'ceiling-result',
+      );
+
+    let rssMaxBytes = 0;
+    const runService = async (run: Omit<RunMessage, 'type' | 'targets'>, count: number) => {
+      const prefix = `s${++runNumber}`;
+      await ask(loadgen, { type: 'prepare', prefix, count, seed: seed + runNumber, secret } satisfies PrepareMessage, 'prepared');
+      const before = cpuSnapshot(services);
+      let runRssMax = 0;
+      const sampler = setInterval(() => {
+        const rss = services.reduce((max, s) => Math.max(max, s.rssBytes() ?? 0), 0);
+        runRssMax = Math.max(runRssMax, rss);
+      }, sampleEveryMillis);
+      const result = await ask<LoadResult>(loadgen, { type: 'run', targets, ...run } satisfies RunMessage, 'result');
+      clearInterval(sampler);
+      const after = cpuSnapshot(services);
+      rssMaxBytes = Math.max(rssMaxBytes, runRssMax);
+      sentRuns.push({ prefix, count, acknowledged: result.acknowledged });
+      return { result, before, after, runRssMax };
+    };
+
+    // Warm-up (JIT, connection pools, caches); also tells how many deliveries to prepare per run.
+    progress('warming up');
+    const warmCeiling = await runCeiling(8, warmupMillis, 20_000);
+    const warm = await runService({ concurrency: 8, durationMillis: warmupMillis }, 8_000);
+    const expectedRate = Math.max(warmCeiling.transactions / (warmCeiling.elapsedMillis / 1000), warm.result.sent / (warm.result.elapsedMillis / 1000));
+    const countFor = (millis: number) => Math.ceil(Math.max(2_000, expectedRate * headroom * (millis / 1000)));
+
+    const results: LevelResult[] = [];
+    for (const concurrency of levels) {
+      progress(`concurrency ${concurrency}: ceiling`);
+      const ceiling = await runCeiling(concurrency, durationMillis, countFor(durationMillis));
+      progress(`concurrency ${concurrency}: service`);
+      const { result, before, after, runRssMax } = await runService({ concurrency, durationMillis }, countFor(durationMillis));
+      const seconds = result.elapsedMillis / 1000;
+      const ceilingTxPerSecond = ceiling.transactions / (ceiling.elapsedMillis / 1000);
+      const serviceEventsPerSecond = result.sent / seconds;
+      results.push({
+        concurrency,
+        serviceEventsPerSecond,
+        ceilingTxPerSecond,
+        ratio: serviceEventsPerSecond / ceilingTxPerSecond,
+        p50Millis: percentile(all(result.latenciesMillis), 0.5),
+        p99Millis: percentile(all(result.latenciesMillis), 0.99),
+        duplicatesPerSecond: (result.outcomes.duplicate ?? 0) / seconds,
+        newP50Millis: percentile(result.latenciesMillis.new, 0.5),
+        duplicateP50Millis: percentile(result.latenciesMillis.duplicate, 0.5),
+        ceilingNewP50Millis: percentile(ceiling.latenciesMillis.new, 0.5),
+        ceilingDuplicateP50Millis: percentile(ceiling.latenciesMillis.duplicate, 0.5),
+        serviceCpuPercent: corePercent(after.service - before.service, after.at - before.at),
+        postgresCpuPercent: corePercent(after.postgres - before.postgres, after.at - before.at),
+        loadgenCpuPercent: (result.cpuMillis / result.elapsedMillis) * 100,
+        ceilingCpuPercent: (ceiling.cpuMillis / ceiling.elapsedMillis) * 100,
+        rssMaxMegabytes: runRssMax / 2 ** 20,
+        exhausted: result.exhausted || ceiling.exhausted,
+        failures: result.sent - result.acknowledged.length + ceiling.errors,
+      });
+      const last = results[results.length - 1]!;
+      progress(`concurrency ${concurrency}: service ${round(last.serviceEventsPerSecond, 0)} ev/s, ceiling ${round(last.ceilingTxPerSecond, 0)} tx/s, ratio ${round(last.ratio, 2)}`);
+    }
+
+    // Latency at half the peak rate, with a fixed arrival rate (queueing shows up as latency).
+    const peak = results.reduce((best, r) => (r.serviceEventsPerSecond > best.serviceEventsPerSecond ? r : best), results[0]!);
+    const halfRate = peak.serviceEventsPerSecond / 2;
+    progress(`open loop at ${round(halfRate, 0)} ev/s (half the peak)`);
+    const half = await runService({ concurrency: 0, durationMillis, ratePerSecond: halfRate }, Math.ceil(halfRate * (durationMillis / 1000) * 1.1) + 100);
+    const halfLatencies = all(half.result.latenciesMillis);
+    const halfFailures = half.result.sent - half.result.acknowledged.length;
+
+    // Correctness over everything the service acknowledged.
+    progress('checking correctness');
+    const correctness = await checkCorrectness(serviceDb, sentRuns);
+    const totalFailures = results.reduce((sum, r) => sum + r.failures, 0) + halfFailures;
+
+    const top = results.find((r) => r.concurrency === Math.max(...levels))!;
+    const summary = {
+      events_per_s: round(top.serviceEventsPerSecond, 0),
+      p99_ms: round(percentile(halfLatencies, 0.99), 2),
+      p50_ms: round(percentile(halfLatencies, 0.5), 2),
+      half_rate_per_s: round(halfRate, 0),
+      ceiling_tx_per_s: round(top.ceilingTxPerSecond, 0),
+      ratio: round(top.ratio, 3),
+      concurrency: top.concurrency,
+      p99_ms_at_top_concurrency: round(top.p99Millis, 2),
+      duplicates_per_s: round(top.duplicatesPerSecond, 0),
+      new_p50_ms: round(results[0]!.newP50Millis, 3),
+      duplicate_p50_ms: round(results[0]!.duplicateP50Millis, 3),
+      rss_mb: round(rssMaxBytes / 2 ** 20, 1),
+      rss_idle_mb: round(rssIdleMegabytes, 1),
+      startup_ms: round(startupMillis, 0),
+      ready_ms: round(Math.max(...readyMillis), 0),
+      replicas,
+      pool_max: poolMax,
+      failures: totalFailures,
+      correct: correctness.ok && totalFailures === 0,
+      levels: results.map((r) => ({ concurrency: r.concurrency, events_per_s: round(r.serviceEventsPerSecond, 0), ceiling_tx_per_s: round(r.ceilingTxPerSecond, 0), ratio: round(r.ratio, 3), p99_ms: round(r.p99Millis, 2) })),
+    };
+    printTable(results, summary, correctness, half, halfRate);
+    progress(`done in ${round((performance.now() - started) / 1000, 0)} s`);
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+    if (!summary.correct) process.exitCode = 1;
+  } finally {
+    for (const child of children) child.kill('SIGTERM');
+    await stopAllServiceProcesses();
+    await Promise.all([serviceDb?.drop(), ceilingDb?.drop()]);
+  }
+}
+
+interface Correctness {
+  ok: boolean;
+  acknowledgedEvents: number;
+  recordedEvents: number;
+  balanceMismatches: number;
+  usersChecked: number;
+  invariantProblems: string[];
+}
+
+/** Every acknowledged event recorded once, each user's purchased balance as expected, invariants hold. */
+async function checkCorrectness(database: TestDatabase, runs: SentRun[]): Promise<Correctness> {
+  const acknowledgedIds = new Set<string>();
+  const expected = new Map<string, number>();
+  for (const run of runs) {
+    const items = buildWorkload({ prefix: run.prefix, count: run.count, seed: seed + Number(run.prefix.slice(1)) });
+    const acknowledged = new Set(run.acknowledged);
+    for (const index of acknowledged) {
+      const item = items[index]!;
+      acknowledgedIds.add(item.event.id);
+      if (item.kind === 'new') expected.set(item.userId!, (expected.get(item.userId!) ?? 0) + item.credits!);
+    }
+    for (const index of acknowledged) {
+      const item = items[index]!;
+      const purchase = items[item.of ?? -1];
+      if (item.kind === 'refund' && purchase && acknowledged.has(item.of!)) expected.set(purchase.userId!, expected.get(purchase.userId!)! - purchase.credits!);
+    }
+  }
+  const { rows } = await database.db.query<{ userId: string; purchased: number }>(
+    `SELECT user_id AS "userId", purchased_credits_balance AS purchased FROM service_subscriptions WHERE user_id LIKE 's%\\_user\\_%'`,
+  );
+  const actual = new Map(rows.map((row) => [row.userId, row.purchased]));
+  let balanceMismatches = 0;
+  for (const [userId, credits] of expected) if ((actual.get(userId) ?? 0) !== credits) balanceMismatches++;
+  for (const userId of actual.keys()) if (!expected.has(userId)) balanceMismatches++;
+  const events = await database.db.query<{ count: number }>('SELECT count(*)::int AS count FROM stripe_events');
+  const report = await checkDeliveryInvariants(database.db, { acknowledged: [...acknowledgedIds] });
+  const invariantProblems = Object.entries(report)
+    .filter(([key, value]) => (value as unknown[]).length > 0 && key in deliveryInvariantsHold)
+    .map(([key, value]) => `${key}: ${(value as unknown[]).length}`);
+  return {
+    ok: balanceMismatches === 0 && invariantProblems.length === 0 && events.rows[0]!.count === acknowledgedIds.size,
+    acknowledgedEvents: acknowledgedIds.size,
+    recordedEvents: events.rows[0]!.count,
+    balanceMismatches,
+    usersChecked: expected.size,
+    invariantProblems,
+  };
+}
+
+function printTable(
+  results: LevelResult[],
+  summary: Record<string, unknown>,
+  correctness: Correctness,
+  half: { result: LoadResult; runRssMax: number },
+  halfRate: number,
+): void {
+  const cpu = os.cpus();
+  const header = ['conc.', 'service ev/s', 'ceiling tx/s', 'ratio', 'p50 ms', 'p99 ms', 'dup/s', 'new p50', 'dup p50', 'svc CPU', 'pg CPU', 'loadgen CPU', 'RSS MB'];
+  const rows = results.map((r) => [
+    String(r.concurrency),
+    round(r.serviceEventsPerSecond, 0).toString(),
+    round(r.ceilingTxPerSecond, 0).toString(),
+    r.ratio.toFixed(2),
+    r.p50Millis.toFixed(2),
+    r.p99Millis.toFixed(2),
+    round(r.duplicatesPerSecond, 0).toString(),
+    r.newP50Millis.toFixed(2),
+    r.duplicateP50Millis.toFixed(2),
+    `${round(r.serviceCpuPercent, 0)}%`,
+    `${round(r.postgresCpuPercent, 0)}%`,
+    `${round(r.loadgenCpuPercent, 0)}%`,
+    round(r.rssMaxMegabytes, 0).toString(),
+  ]);
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((cell, i) => cell.padStart(widths[i]!)).join('  ');
+  const halfLatencies = all(half.result.latenciesMillis);
+  const out = [
+    '',
+    `Webhook service vs. its database ceiling — ${os.cpus().length} × ${cpu[0]?.model ?? 'CPU'}, ${round(os.totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}`,
+    `${summary.replicas} replica(s), pool ${summary.pool_max} each; mix ${Object.entries(mix).map(([k, v]) => `${v}% ${k}`).join(', ')}; ${durationMillis / 1000} s per level`,
+    '',
+    line(header),
+    ...rows.map(line),
+    '',
+    `Half the peak rate (${round(halfRate, 0)} ev/s, open loop): p50 ${percentile(halfLatencies, 0.5).toFixed(2)} ms, p99 ${percentile(halfLatencies, 0.99).toFixed(2)} ms, RSS max ${round(half.runRssMax / 2 ** 20, 0)} MB`,
+    `Start-up: listening after ${summary.startup_ms} ms, ready after ${summary.ready_ms} ms; RSS idle ${summary.rss_idle_mb} MB, under load max ${summary.rss_mb} MB`,
+    `Duplicate vs new at concurrency ${results[0]!.concurrency}: p50 ${results[0]!.duplicateP50Millis.toFixed(2)} ms vs ${results[0]!.newP50Millis.toFixed(2)} ms ` +
+      `(ceiling ${results[0]!.ceilingDuplicateP50Millis.toFixed(2)} vs ${results[0]!.ceilingNewP50Millis.toFixed(2)} ms)`,
+    `Correctness: ${correctness.acknowledgedEvents} events acknowledged, ${correctness.recordedEvents} recorded; ${correctness.usersChecked} users' balances checked, ` +
+      `${correctness.balanceMismatches} mismatches; invariants ${correctness.invariantProblems.length === 0 ? 'hold' : correctness.invariantProblems.join(', ')}; ` +
+      `failed deliveries ${summary.failures}${results.some((r) => r.exhausted) ? ' (some run used up its prepared deliveries early: its rate covers a shorter time)' : ''}`,
+    `Correct: ${summary.correct}`,
+    '',
+  ];
+  process.stdout.write(out.join('\n'));
+}
+
+main().catch(async (error: unknown) => {
+  progress(`failed: ${error instanceof Error ? error.stack : String(error)}`);
+  await stopAllServiceProcesses();
+  process.exit(1);
+});
