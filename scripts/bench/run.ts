@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --replicas 2] [--duration 6] [--levels 1,8,32] [--pool 10]
+ * npm run bench [-- --replicas 2] [--duration 6] [--levels 1,8,32] [--pool 10] [--log-level info] [--profile DIR]
  *
  * Measures the webhook service against the ceiling of its own database on this machine:
  *   1. builds the service and starts it (one process, or --replicas N) on a fresh PostgreSQL database;
@@ -30,6 +30,10 @@ const { values: flags } = parseArgs({
     duration: { type: 'string', default: '6' },
     levels: { type: 'string', default: '1,8,32' },
     pool: { type: 'string', default: '10' },
+    /** The service's LOG_LEVEL (info by default, as deployed). */
+    'log-level': { type: 'string', default: 'info' },
+    /** Writes a V8 CPU profile of each service process into this folder (for finding the service's costs). */
+    profile: { type: 'string' },
   },
 });
 const replicas = Number(flags.replicas);
@@ -168,6 +172,8 @@ async function main(): Promise<void> {
         databaseUrl: serviceDb.url,
         webhookSecret: secret,
         env: { DATABASE_POOL_MAX: String(poolMax) },
+        logLevel: flags['log-level'],
+        nodeArgs: flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(flags.profile)}`] : [],
         name: `replica ${i + 1}`,
       });
       while ((await fetch(`${service.url}/readyz`)).status !== 200) {
@@ -365,7 +371,7 @@ function printTable(
   halfRate: number,
 ): void {
   const cpu = os.cpus();
-  const header = ['conc.', 'service ev/s', 'ceiling tx/s', 'ratio', 'p50 ms', 'p99 ms', 'dup/s', 'new p50', 'dup p50', 'svc CPU', 'pg CPU', 'loadgen CPU', 'RSS MB'];
+  const header = ['conc.', 'service ev/s', 'ceiling tx/s', 'ratio', 'p50 ms', 'p99 ms', 'dup/s', 'new p50', 'dup p50', 'svc CPU', 'pg CPU', 'loadgen CPU', 'ceiling CPU', 'RSS MB'];
   const rows = results.map((r) => [
     String(r.concurrency),
     round(r.serviceEventsPerSecond, 0).toString(),
@@ -379,6 +385,7 @@ function printTable(
     `${round(r.serviceCpuPercent, 0)}%`,
     `${round(r.postgresCpuPercent, 0)}%`,
     `${round(r.loadgenCpuPercent, 0)}%`,
+    `${round(r.ceilingCpuPercent, 0)}%`,
     round(r.rssMaxMegabytes, 0).toString(),
   ]);
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => row[i]!.length)));

@@ -6,6 +6,7 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -94,11 +95,13 @@ export interface ServiceOptions {
   /** One of these: a fixed secret (STRIPE_WEBHOOK_SECRET) or a hot-reloaded file. */
   webhookSecret?: string;
   webhookSecretFile?: string;
-  /** 0 (default) picks a free port; a restart passes the previous one so clients keep their URL. */
+  /** Default: a free port; a restart passes the previous one so clients keep their URL. */
   port?: number;
   stripeMode?: 'test' | 'live';
   logLevel?: string;
   env?: Record<string, string>;
+  /** Options for node itself, e.g. --cpu-prof. */
+  nodeArgs?: string[];
   /** Run with tsx from the TypeScript sources instead of the built JavaScript. */
   fromSources?: boolean;
   /** A name shown in errors. */
@@ -138,7 +141,7 @@ function childEnv(options: ServiceOptions, dataDir: string): NodeJS.ProcessEnv {
     PATH: process.env.PATH,
     HOME: process.env.HOME ?? os.tmpdir(),
     HOST: '127.0.0.1',
-    PORT: String(options.port ?? 0),
+    PORT: String(options.port),
     DATABASE_URL: options.databaseUrl,
     STRIPE_MODE: options.stripeMode ?? 'test',
     LOG_LEVEL: options.logLevel ?? 'info',
@@ -151,16 +154,23 @@ function childEnv(options: ServiceOptions, dataDir: string): NodeJS.ProcessEnv {
 }
 
 /** Starts the service as a child process and resolves once it listens (or rejects with its last log lines). */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 export async function startServiceProcess(options: ServiceOptions): Promise<ServiceProcess> {
   const name = options.name ?? 'service';
-  const args = options.fromSources
-    ? ['--import', 'tsx', path.join(serviceDir, 'main.ts')]
-    : [await buildService()];
+  const args = [...(options.nodeArgs ?? []), ...(options.fromSources ? ['--import', 'tsx', path.join(serviceDir, 'main.ts')] : [await buildService()])];
   const dataDir = path.join(os.tmpdir(), `credits-service-data-${process.pid}`);
+  const port = options.port || (await freePort());
   const spawnedAt = performance.now();
   const child: ChildProcess = spawn(process.execPath, args, {
     cwd: repositoryRoot,
-    env: childEnv(options, dataDir),
+    env: childEnv({ ...options, port }, dataDir),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   if (child.pid === undefined) throw new Error(`${name}: spawn failed`);
@@ -219,14 +229,26 @@ export async function startServiceProcess(options: ServiceOptions): Promise<Serv
     });
   };
 
-  const listening = waitForLog((line) => line.includes('"msg":"service listening"'));
-  const outcome = await Promise.race([listening, exited]);
-  if (typeof outcome !== 'string') {
-    throw new Error(`${name} exited before listening (code ${outcome.code}, signal ${outcome.signal}); last lines:\n${logLines.slice(-10).join('\n')}`);
+  // Up when it logs "service listening" (LOG_LEVEL info or finer) or its health check answers.
+  const url = `http://127.0.0.1:${port}`;
+  const isListening = async () => {
+    if (logLines.some((line) => line.includes('"msg":"service listening"'))) return true;
+    try {
+      return (await fetch(`${url}/healthz`)).ok;
+    } catch {
+      return false;
+    }
+  };
+  const deadline = Date.now() + startDeadlineMillis;
+  while (!(await isListening())) {
+    if (!running || Date.now() > deadline) {
+      if (running) child.kill('SIGKILL');
+      const exit = await exited;
+      throw new Error(`${name} did not start listening (exit code ${exit.code}, signal ${exit.signal}); last lines:\n${logLines.slice(-10).join('\n')}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, pollMillis));
   }
   const startupMillis = performance.now() - spawnedAt;
-  const url = (JSON.parse(outcome) as { url: string }).url;
-  const port = Number(new URL(url).port);
 
   const service: ServiceProcess = {
     name,
