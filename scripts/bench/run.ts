@@ -209,15 +209,18 @@ async function main(): Promise<void> {
         'ceiling-result',
       );
 
+    /** Largest RSS of one service process, and of all replicas together, while under load. */
     let rssMaxBytes = 0;
+    let rssTotalMaxBytes = 0;
     const runService = async (run: Omit<RunMessage, 'type' | 'targets'>, count: number) => {
       const prefix = `s${++runNumber}`;
       await ask(loadgen, { type: 'prepare', prefix, count, seed: seed + runNumber, secret } satisfies PrepareMessage, 'prepared');
       const before = cpuSnapshot(services);
       let runRssMax = 0;
       const sampler = setInterval(() => {
-        const rss = services.reduce((max, s) => Math.max(max, s.rssBytes() ?? 0), 0);
-        runRssMax = Math.max(runRssMax, rss);
+        const rss = services.map((s) => s.rssBytes() ?? 0);
+        runRssMax = Math.max(runRssMax, ...rss);
+        rssTotalMaxBytes = Math.max(rssTotalMaxBytes, rss.reduce((sum, bytes) => sum + bytes, 0));
       }, sampleEveryMillis);
       const result = await ask<LoadResult>(loadgen, { type: 'run', targets, ...run } satisfies RunMessage, 'result');
       clearInterval(sampler);
@@ -294,6 +297,7 @@ async function main(): Promise<void> {
       new_p50_ms: round(results[0]!.newP50Millis, 3),
       duplicate_p50_ms: round(results[0]!.duplicateP50Millis, 3),
       rss_mb: round(rssMaxBytes / 2 ** 20, 1),
+      rss_total_mb: round(rssTotalMaxBytes / 2 ** 20, 1),
       rss_idle_mb: round(rssIdleMegabytes, 1),
       startup_ms: round(startupMillis, 0),
       ready_ms: round(Math.max(...readyMillis), 0),
@@ -400,7 +404,8 @@ function printTable(
     ...rows.map(line),
     '',
     `Half the peak rate (${round(halfRate, 0)} ev/s, open loop): p50 ${percentile(halfLatencies, 0.5).toFixed(2)} ms, p99 ${percentile(halfLatencies, 0.99).toFixed(2)} ms, RSS max ${round(half.runRssMax / 2 ** 20, 0)} MB`,
-    `Start-up: listening after ${summary.startup_ms} ms, ready after ${summary.ready_ms} ms; RSS idle ${summary.rss_idle_mb} MB, under load max ${summary.rss_mb} MB`,
+    `Start-up: listening after ${summary.startup_ms} ms, ready after ${summary.ready_ms} ms; RSS per process idle ${summary.rss_idle_mb} MB, ` +
+      `under load max ${summary.rss_mb} MB${Number(summary.replicas) > 1 ? ` (all replicas together ${summary.rss_total_mb} MB)` : ''}`,
     `Duplicate vs new at concurrency ${results[0]!.concurrency}: p50 ${results[0]!.duplicateP50Millis.toFixed(2)} ms vs ${results[0]!.newP50Millis.toFixed(2)} ms ` +
       `(ceiling ${results[0]!.ceilingDuplicateP50Millis.toFixed(2)} vs ${results[0]!.ceilingNewP50Millis.toFixed(2)} ms)`,
     `Correctness: ${correctness.acknowledgedEvents} events acknowledged, ${correctness.recordedEvents} recorded; ${correctness.usersChecked} users' balances checked, ` +
