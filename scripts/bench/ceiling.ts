@@ -8,6 +8,7 @@ import { connectDatabase } from '../../service/db';
 import { createLogger } from '../../service/logger';
 import { processEvent } from '../../service/webhook/processEvent';
 import type { StripeEvent } from '../../service/webhook/stripeEvent';
+import { postgresCpuTicks } from './procStats';
 import { buildWorkload, type ItemKind } from './workload';
 
 export interface CeilingMessage {
@@ -30,6 +31,8 @@ export interface CeilingResult {
   outcomes: Record<string, number>;
   errors: number;
   cpuMillis: number;
+  /** CPU time all PostgreSQL processes used during the run. */
+  postgresCpuTicks: number;
 }
 
 async function ceiling(message: CeilingMessage): Promise<CeilingResult> {
@@ -48,6 +51,7 @@ async function ceiling(message: CeilingMessage): Promise<CeilingResult> {
   let errors = 0;
   let next = 0;
   const cpuBefore = process.cpuUsage();
+  const postgresBefore = postgresCpuTicks();
   const startedAt = performance.now();
   const deadline = startedAt + message.durationMillis;
   const worker = async () => {
@@ -66,6 +70,7 @@ async function ceiling(message: CeilingMessage): Promise<CeilingResult> {
   await Promise.all(Array.from({ length: message.concurrency }, worker));
   const elapsedMillis = performance.now() - startedAt;
   const cpu = process.cpuUsage(cpuBefore);
+  const postgresTicks = postgresCpuTicks() - postgresBefore;
   await db.close();
   return {
     type: 'ceiling-result',
@@ -76,6 +81,7 @@ async function ceiling(message: CeilingMessage): Promise<CeilingResult> {
     outcomes,
     errors,
     cpuMillis: (cpu.user + cpu.system) / 1000,
+    postgresCpuTicks: postgresTicks,
   };
 }
 

@@ -13,7 +13,6 @@
  * postgres://postgres@127.0.0.1:5432/postgres). Not part of CI: it takes about two minutes.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +21,7 @@ import { buildService, startServiceProcess, stopAllServiceProcesses, type Servic
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
 import type { CeilingMessage, CeilingResult } from './ceiling';
 import type { LoadResult, PrepareMessage, RunMessage } from './loadgen';
+import { corePercent, cpuTicks, postgresCpuTicks } from './procStats';
 import { buildWorkload, mix, type ItemKind } from './workload';
 
 const { values: flags } = parseArgs({
@@ -47,7 +47,6 @@ const childReplyDeadlineMillis = 120_000;
 const sampleEveryMillis = 100;
 /** Prepared deliveries per second of run, as a multiple of the rate expected from the warm-up. */
 const headroom = 2.5;
-const ticksPerSecond = 100; // CLK_TCK on Linux
 
 const progress = (text: string) => process.stderr.write(`bench: ${text}\n`);
 
@@ -73,29 +72,7 @@ function ask<T extends { type: string }>(child: ChildProcess, message: object, r
 }
 
 // ---------------------------------------------------------------------------------------------
-// Process statistics from /proc
-
-function cpuTicks(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return Number(fields[11]) + Number(fields[12]); // utime + stime
-  } catch {
-    return 0;
-  }
-}
-
-function postgresPids(): number[] {
-  return readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
-      } catch {
-        return false;
-      }
-    });
-}
+// CPU of the service processes and of PostgreSQL
 
 interface CpuSnapshot {
   service: number;
@@ -104,15 +81,8 @@ interface CpuSnapshot {
 }
 
 function cpuSnapshot(services: ServiceProcess[]): CpuSnapshot {
-  return {
-    service: services.reduce((sum, s) => sum + cpuTicks(s.pid), 0),
-    postgres: postgresPids().reduce((sum, pid) => sum + cpuTicks(pid), 0),
-    at: performance.now(),
-  };
+  return { service: services.reduce((sum, s) => sum + cpuTicks(s.pid), 0), postgres: postgresCpuTicks(), at: performance.now() };
 }
-
-/** Share of one core used between two snapshots, in percent. */
-const corePercent = (ticks: number, millis: number) => (ticks / ticksPerSecond / (millis / 1000)) * 100;
 
 // ---------------------------------------------------------------------------------------------
 // Statistics
@@ -142,6 +112,7 @@ interface LevelResult {
   postgresCpuPercent: number;
   loadgenCpuPercent: number;
   ceilingCpuPercent: number;
+  ceilingPostgresCpuPercent: number;
   rssMaxMegabytes: number;
   exhausted: boolean;
   failures: number;
@@ -262,6 +233,7 @@ async function main(): Promise<void> {
         postgresCpuPercent: corePercent(after.postgres - before.postgres, after.at - before.at),
         loadgenCpuPercent: (result.cpuMillis / result.elapsedMillis) * 100,
         ceilingCpuPercent: (ceiling.cpuMillis / ceiling.elapsedMillis) * 100,
+        ceilingPostgresCpuPercent: corePercent(ceiling.postgresCpuTicks, ceiling.elapsedMillis),
         rssMaxMegabytes: runRssMax / 2 ** 20,
         exhausted: result.exhausted || ceiling.exhausted,
         failures: result.sent - result.acknowledged.length + ceiling.errors,
@@ -375,7 +347,7 @@ function printTable(
   halfRate: number,
 ): void {
   const cpu = os.cpus();
-  const header = ['conc.', 'service ev/s', 'ceiling tx/s', 'ratio', 'p50 ms', 'p99 ms', 'dup/s', 'new p50', 'dup p50', 'svc CPU', 'pg CPU', 'loadgen CPU', 'ceiling CPU', 'RSS MB'];
+  const header = ['conc.', 'service ev/s', 'ceiling tx/s', 'ratio', 'p50 ms', 'p99 ms', 'dup/s', 'new p50', 'dup p50', 'svc CPU', 'pg CPU', 'loadgen CPU', 'ceiling CPU', 'pg CPU (ceiling)', 'RSS MB'];
   const rows = results.map((r) => [
     String(r.concurrency),
     round(r.serviceEventsPerSecond, 0).toString(),
@@ -390,6 +362,7 @@ function printTable(
     `${round(r.postgresCpuPercent, 0)}%`,
     `${round(r.loadgenCpuPercent, 0)}%`,
     `${round(r.ceilingCpuPercent, 0)}%`,
+    `${round(r.ceilingPostgresCpuPercent, 0)}%`,
     round(r.rssMaxMegabytes, 0).toString(),
   ]);
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => row[i]!.length)));
