@@ -130,7 +130,7 @@ async function finalState(db: TestDatabase['db'], userId: string, subscriptionId
 
 const propertyRuns = 30;
 
-test('any permutation of a subscription history, with redeliveries, ends in the state in-order delivery gives', async () => {
+test('any permutation of a subscription history, with redeliveries, sequential or all at once, ends in the state in-order delivery gives', async () => {
   figures.scenarios++;
   await fc.assert(
     fc.asyncProperty(
@@ -142,12 +142,15 @@ test('any permutation of a subscription history, with redeliveries, ends in the 
           redeliveries: fc.array(fc.nat({ max: n - 1 }), { maxLength: 3 }),
         });
       }),
-      async ({ options, order, redeliveries }) => {
+      fc.boolean(),
+      async ({ options, order, redeliveries }, concurrently) => {
         const built = history(options);
         for (const event of built.events) expect((await send(inOrder, event)).status).toBe(200);
-        for (const [position, index] of [...order, ...redeliveries].entries()) {
-          expect((await send(position % 2 ? replicaA : replicaB, built.events[index]!)).status).toBe(200);
-        }
+        const deliveries = [...order, ...redeliveries].map((index, position) => () => send(position % 2 ? replicaA : replicaB, built.events[index]!));
+        // One at a time in the shuffled order, or all at once (Stripe delivers in parallel) to both replicas.
+        const answers = concurrently ? await Promise.all(deliveries.map((deliver) => deliver())) : [];
+        if (!concurrently) for (const deliver of deliveries) answers.push(await deliver());
+        expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 200));
         const expected = await finalState(reference.db, built.userId, built.subscriptionId, built.paymentIntent);
         const actual = await finalState(database.db, built.userId, built.subscriptionId, built.paymentIntent);
         expect(actual).toEqual(expected);
@@ -190,6 +193,26 @@ test('an event applied at the same moment by a webhook delivery and by the recov
     expect(await balanceOf(database.db, `user_race_${user}`)).toEqual({ purchased: credits, subscription: 0 });
   }
   acknowledged.push(...raced.map((event) => event.id));
+});
+
+test("a session's completion and its async payment success, racing between webhook and recovery path, credit it once", async () => {
+  figures.scenarios++;
+  const context = { catalog: emptyCatalog(), fetchLineItems: undefined };
+  const sessions = Array.from({ length: 20 }, (_, i) =>
+    checkoutSession({ client_reference_id: `user_async_${i}`, payment_status: 'unpaid', metadata: { credits: String(20 + i) } }),
+  );
+  await Promise.all(
+    sessions.map(async (session, i) => {
+      const completed = stripeEvent('checkout.session.completed', session);
+      const succeeded = stripeEvent('checkout.session.async_payment_succeeded', { ...session, payment_status: 'paid' });
+      // Half the time the webhook brings the completion and recovery the success, half the other way round.
+      const [viaHttp, viaRecovery] = i % 2 ? [completed, succeeded] : [succeeded, completed];
+      const [answer] = await Promise.all([send(i % 4 < 2 ? replicaA : replicaB, viaHttp), processEvent(database.db, viaRecovery as unknown as StripeEvent, context)]);
+      expect(answer.status).toBe(200);
+      acknowledged.push(viaRecovery.id);
+    }),
+  );
+  for (const [i] of sessions.entries()) expect(await balanceOf(database.db, `user_async_${i}`)).toEqual({ purchased: 20 + i, subscription: 0 });
 });
 
 test('after all of the above every acknowledged event is recorded once and the books balance', async () => {
