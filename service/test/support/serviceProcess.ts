@@ -23,6 +23,8 @@ const pollMillis = 10;
 
 /** Every process started here, so a suite can stop them all and scan all their logs. */
 const started = new Set<ServiceProcess>();
+/** Every child still alive, including ones that never got as far as listening. */
+const alive = new Set<ChildProcess>();
 const allLines: string[] = [];
 
 async function sourceFiles(dir: string): Promise<string[]> {
@@ -175,6 +177,7 @@ export async function startServiceProcess(options: ServiceOptions): Promise<Serv
   });
   if (child.pid === undefined) throw new Error(`${name}: spawn failed`);
   const pid = child.pid;
+  alive.add(child);
 
   const logLines: string[] = [];
   const waiters = new Set<{ predicate: (line: string) => boolean; resolve: (line: string) => void }>();
@@ -206,6 +209,7 @@ export async function startServiceProcess(options: ServiceOptions): Promise<Serv
   const exited = new Promise<ServiceExit>((resolve) => {
     child.once('exit', (code, signal) => {
       running = false;
+      alive.delete(child);
       resolve({ code, signal });
     });
   });
@@ -287,9 +291,10 @@ export function restartServiceProcess(previous: ServiceProcess): Promise<Service
   return startServiceProcess({ ...previous.options, port: previous.port });
 }
 
-/** Stops every service process this module started that is still running. */
+/** Stops every service process this module started that is still running (or still starting). */
 export async function stopAllServiceProcesses(): Promise<void> {
   await Promise.all([...started].map((service) => service.stop()));
+  for (const child of alive) child.kill('SIGKILL'); // Still starting: nothing in flight to finish.
 }
 
 /** Every log line of every service process started in this test file (or benchmark run). */
@@ -318,5 +323,5 @@ export async function waitUntil(condition: () => boolean | Promise<boolean>, tim
 
 // A test runner that dies must not leave services behind.
 process.once('exit', () => {
-  for (const service of started) service.kill('SIGKILL');
+  for (const child of alive) child.kill('SIGKILL');
 });
