@@ -4,6 +4,7 @@
  */
 import fc from 'fast-check';
 import { SignJWT } from 'jose';
+import { checkDeliveryInvariants, deliveryInvariantsHold } from '../support/deliveryInvariants';
 import { findLogLeaks } from '../support/logScan';
 import { allServiceLogLines, startServiceProcess, stopAllServiceProcesses, waitUntil, type ServiceProcess } from '../support/serviceProcess';
 import { postSigned } from '../support/stripeSender';
@@ -21,6 +22,7 @@ const users = Array.from({ length: 8 }, (_, i) => ({ id: `user_iso_${i}`, credit
 let database: TestDatabase;
 let service: ServiceProcess;
 const issuedTokens: string[] = [];
+const acknowledged: string[] = [];
 
 beforeAll(async () => {
   database = await createTestDatabase();
@@ -29,6 +31,7 @@ beforeAll(async () => {
     const event = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: user.id, metadata: { credits: String(user.credits) } }));
     figures.deliveriesSent++;
     expect((await postSigned(service.webhookUrl, event, [webhookSecret])).status).toBe(200);
+    acknowledged.push(event.id);
   }
 });
 afterAll(async () => {
@@ -136,6 +139,7 @@ test("a user's live balance stream shows their own changes and never another use
     const event = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: userId, metadata: { credits: String(credits) } }));
     figures.deliveriesSent++;
     expect((await postSigned(service.webhookUrl, event, [webhookSecret])).status).toBe(200);
+    acknowledged.push(event.id);
   };
   await credit(them.id, 5);
   await credit(me.id, 3);
@@ -145,6 +149,13 @@ test("a user's live balance stream shows their own changes and never another use
   expect(received).not.toContain(them.id);
   expect(received).not.toContain(String(them.credits));
   expect(received).not.toContain(String(them.credits + 5));
+  figures.invariantChecks++;
+});
+
+test('reading credits changed nothing: every delivery is recorded once and the books balance', async () => {
+  expect(await checkDeliveryInvariants(database.db, { acknowledged })).toEqual(deliveryInvariantsHold);
+  const { rows } = await database.db.query<{ count: number }>('SELECT count(*)::int AS count FROM stripe_events');
+  expect(rows[0]!.count).toBe(acknowledged.length);
   figures.invariantChecks++;
 });
 
