@@ -119,14 +119,17 @@ async function main(): Promise<void> {
     throw error;
   }
   const logger = createLogger(config.logLevel);
-  let service: RunningService;
-  try {
-    service = await startService(config, logger);
-  } catch (error) {
-    logger.fatal({ err: describeError(error) }, 'service failed to start');
-    process.exit(1);
-  }
+  // A stray rejection is a bug to log, not a reason to drop every in-flight delivery.
+  process.on('unhandledRejection', (reason) => logger.error({ err: describeError(reason) }, 'unhandled promise rejection'));
+
+  // Handlers go in before start-up: a stop during start-up (migrations run in one transaction, nothing
+  // is served yet) simply exits; after it, in-flight requests finish first.
+  let service: RunningService | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
+    if (!service) {
+      logger.info({ signal }, 'stopped during start-up');
+      process.exit(0);
+    }
     logger.info({ signal }, 'shutting down: finishing in-flight requests');
     service.stop().then(
       () => process.exit(0),
@@ -136,10 +139,15 @@ async function main(): Promise<void> {
       },
     );
   };
-  // A stray rejection is a bug to log, not a reason to drop every in-flight delivery.
-  process.on('unhandledRejection', (reason) => logger.error({ err: describeError(reason) }, 'unhandled promise rejection'));
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+
+  try {
+    service = await startService(config, logger);
+  } catch (error) {
+    logger.fatal({ err: describeError(error) }, 'service failed to start');
+    process.exit(1);
+  }
 }
 
 if (require.main === module) void main();

@@ -31,13 +31,13 @@ export interface WebhookDeps {
 export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
   const { logger, metrics } = deps;
   return async (ctx) => {
-    const rawBody = await readRawBody(ctx, deps.maxBodyBytes);
+    const body = (await readRawBody(ctx, deps.maxBodyBytes)).toString('utf8');
     const receivedAtMillis = deps.nowMillis();
 
     let fingerprint: string;
     try {
       fingerprint = verifyStripeSignature({
-        rawBody,
+        body,
         signatureHeader: ctx.get('stripe-signature') || undefined,
         secrets: deps.secrets.current(),
         nowMillis: receivedAtMillis,
@@ -53,20 +53,20 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
 
     let event;
     try {
-      event = parseStripeEvent(rawBody);
+      event = parseStripeEvent(body);
     } catch (error) {
       if (!(error instanceof MalformedEventError)) throw error;
       metrics.signatureFailures.inc({ reason: 'malformed_event' });
       return reject(ctx, 400, 'malformed_event', error.message);
     }
 
-    const log = logger.child({ eventId: event.id, eventType: event.type });
-    log.info(`[Stripe Webhook] Received event: ${event.type} ${event.id}`);
+    const eventFields = { eventId: event.id, eventType: event.type };
+    logger.info(eventFields, `[Stripe Webhook] Received event: ${event.type} ${event.id}`);
     metrics.eventLagSeconds.observe(Math.max(0, receivedAtMillis / 1000 - event.created));
 
     if (event.livemode !== (deps.stripeMode === 'live')) {
       metrics.events.inc({ type: event.type, outcome: 'mode_mismatch' });
-      log.warn({ livemode: event.livemode, stripeMode: deps.stripeMode }, '[Stripe Webhook] Event mode does not match STRIPE_MODE; nothing applied');
+      logger.warn({ ...eventFields, livemode: event.livemode, stripeMode: deps.stripeMode }, '[Stripe Webhook] Event mode does not match STRIPE_MODE; nothing applied');
       return reject(
         ctx,
         400,
@@ -82,13 +82,13 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
       metrics.events.inc({ type: event.type, outcome: result.status });
       if (result.status === 'processed') {
         if (result.userId) {
-          log.info({ userId: result.userId }, `[Stripe Webhook] Processing credit purchase for user ${result.userId}`);
+          logger.info({ ...eventFields, userId: result.userId }, `[Stripe Webhook] ${appliedMessage(event.type)} ${result.userId}`);
           deps.onBalanceChanged(result.userId);
         }
       } else if (result.status === 'unmatched') {
-        log.warn({ reason: result.reason, userId: result.userId }, '[Stripe Webhook] Event matched no user or credits; recorded as unmatched');
+        logger.warn({ ...eventFields, reason: result.reason, userId: result.userId }, '[Stripe Webhook] Event matched no user or credits; recorded as unmatched');
       } else {
-        log.info({ outcome: result.status }, `[Stripe Webhook] Event ${result.status}`);
+        logger.info({ ...eventFields, outcome: result.status }, `[Stripe Webhook] Event ${result.status}`);
       }
       ctx.status = 200;
       ctx.body = { received: true, status: result.status };
@@ -96,16 +96,23 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
       stopTimer();
       if (isDatabaseUnavailable(error)) {
         metrics.events.inc({ type: event.type, outcome: 'unavailable' });
-        log.error({ err: describeError(error) }, '[Stripe Webhook] Database unavailable; Stripe will retry');
+        logger.error({ ...eventFields, err: describeError(error) }, '[Stripe Webhook] Database unavailable; Stripe will retry');
         ctx.set('Retry-After', String(retryAfterSeconds));
         return reject(ctx, 503, 'database_unavailable', 'Database unavailable; nothing was applied. Stripe retries automatically.');
       }
       metrics.events.inc({ type: event.type, outcome: 'failed' });
-      log.error({ err: describeError(error) }, '[Stripe Webhook] Handler failed; rolled back, Stripe will retry');
+      logger.error({ ...eventFields, err: describeError(error) }, '[Stripe Webhook] Handler failed; rolled back, Stripe will retry');
       await recordFailedEvent(deps.db, event, describeError(error).message).catch(() => undefined);
       return reject(ctx, 500, 'handler_failed', 'Processing failed and was rolled back; Stripe retries automatically.');
     }
   };
+}
+
+/** The setup guide's wording for purchases (operators grep for it), and its like for the other kinds. */
+function appliedMessage(eventType: string): string {
+  if (eventType.startsWith('checkout.session.')) return 'Processing credit purchase for user';
+  if (eventType.startsWith('customer.subscription.')) return 'Processing subscription credits for user';
+  return 'Processing refund for user';
 }
 
 async function readRawBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {

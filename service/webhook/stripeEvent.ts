@@ -13,10 +13,10 @@ export class MalformedEventError extends Error {
 }
 
 /** Parses an authentic request body; anything that is not a Stripe event envelope is a client error. */
-export function parseStripeEvent(rawBody: Buffer): StripeEvent {
+export function parseStripeEvent(body: string): StripeEvent {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(rawBody.toString('utf8'));
+    parsed = JSON.parse(body);
   } catch {
     throw new MalformedEventError('Body is not JSON: send the Stripe event exactly as Stripe delivered it.');
   }

@@ -20,7 +20,8 @@ export class WebhookVerificationError extends Error {
 }
 
 export interface VerifyOptions {
-  rawBody: Buffer;
+  /** The raw body as UTF-8 text (stripe-node decodes a Buffer the same way before hashing). */
+  body: string;
   signatureHeader: string | undefined;
   secrets: readonly SigningSecret[];
   nowMillis: number;
@@ -36,7 +37,7 @@ const hexSignaturePattern = /^[0-9a-f]{64}$/;
  * stripe-node's verifier, and returns the fingerprint of the secret that matched. The age window is
  * enforced here in both directions, since stripe-node accepts timestamps from the future.
  */
-export function verifyStripeSignature({ rawBody, signatureHeader, secrets, nowMillis, toleranceSeconds }: VerifyOptions): string {
+export function verifyStripeSignature({ body, signatureHeader, secrets, nowMillis, toleranceSeconds }: VerifyOptions): string {
   if (!signatureHeader) throw new WebhookVerificationError('missing_signature');
   const header = signatureHeader.replace(/\s+/g, '');
   if (!headerPattern.test(header)) throw new WebhookVerificationError('malformed_signature');
@@ -51,7 +52,7 @@ export function verifyStripeSignature({ rawBody, signatureHeader, secrets, nowMi
   }
   for (const secret of secrets) {
     try {
-      stripeSignature.verifyHeader(rawBody, header, secret.value, toleranceSeconds, undefined, nowMillis);
+      stripeSignature.verifyHeader(body, header, secret.value, toleranceSeconds, undefined, nowMillis);
       return secret.fingerprint;
     } catch {
       // Not this secret (the error carries the payload and header: never log it); try the next one.
