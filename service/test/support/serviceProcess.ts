@@ -6,10 +6,10 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './freePort';
 
 const run = promisify(execFile);
 
@@ -156,14 +156,6 @@ function childEnv(options: ServiceOptions, dataDir: string): NodeJS.ProcessEnv {
 }
 
 /** Starts the service as a child process and resolves once it listens (or rejects with its last log lines). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 export async function startServiceProcess(options: ServiceOptions): Promise<ServiceProcess> {
   const name = options.name ?? 'service';
   const args = [...(options.nodeArgs ?? []), ...(options.fromSources ? ['--import', 'tsx', path.join(serviceDir, 'main.ts')] : [await buildService()])];
