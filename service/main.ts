@@ -5,7 +5,7 @@ import { emptyCatalog, loadCatalog } from './credits/catalog';
 import { ConfigError, loadConfig, type Config } from './config';
 import { connectDatabase, describeError } from './db';
 import { ensureDevWebhookSecret } from './devSecret';
-import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase';
+import type { EmbeddedDatabase } from './embeddedDatabase';
 import { createLogger, type Logger } from './logger';
 import { runMigrations } from './migrations';
 import { createStripeClient, lineItemsFetcher } from './stripeApi';
@@ -92,6 +92,21 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       await embedded?.stop();
     })());
   return { server, url, stop };
+}
+
+/** PGlite is a development dependency (27 MB): loaded only here, so production images do without it. */
+async function startEmbeddedDatabase(dataDir: string): Promise<EmbeddedDatabase> {
+  let embeddedModule: typeof import('./embeddedDatabase.js');
+  try {
+    embeddedModule = await import('./embeddedDatabase.js');
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw error;
+    throw new ConfigError(
+      'DATABASE_URL is not set and the embedded development database is not installed (production dependencies only). Set DATABASE_URL or DATABASE_URL_FILE.',
+    );
+  }
+  return embeddedModule.startEmbeddedDatabase(dataDir);
 }
 
 async function loadWebhookSecrets(config: Config, logger: Logger): Promise<SecretStore> {

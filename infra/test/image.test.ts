@@ -6,7 +6,7 @@
  * stage's full `npm ci` is this repository's installed node_modules (same lock file), and apt-get (tini)
  * is skipped.
  */
-import { execSync } from 'node:child_process';
+import { execSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -136,7 +136,7 @@ afterAll(async () => {
 test('the runtime folder has the production dependencies and none of the development ones', () => {
   expect(image.env).toMatchObject({ NODE_ENV: 'production' });
   for (const dependency of ['koa', 'pg', 'stripe', 'pino', 'jose']) expect(existsSync(path.join(image.dir, 'node_modules', dependency))).toBe(true);
-  for (const dependency of ['typescript', 'tsx', '@pulumi', 'jest', '@swc']) expect(existsSync(path.join(image.dir, 'node_modules', dependency))).toBe(false);
+  for (const dependency of ['typescript', 'tsx', '@pulumi', 'jest', '@swc', '@electric-sql']) expect(existsSync(path.join(image.dir, 'node_modules', dependency))).toBe(false);
   expect(() => require.resolve('typescript', { paths: [image.dir] })).toThrow();
 });
 
@@ -162,6 +162,19 @@ test('it verifies and applies a signed webhook with production dependencies only
 
   expect(response.status).toBe(200);
   await expect(response.json()).resolves.toEqual({ received: true, status: 'processed' });
+});
+
+test('without DATABASE_URL outside production it says the embedded database is a development tool, and exits', async () => {
+  const [, ...args] = image.command;
+  const result = spawnSync(process.execPath, args, {
+    cwd: image.dir,
+    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'development', PORT: '0', DATA_DIR: path.join(workspace, 'dev-data') },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  expect(result.status).toBe(1);
+  expect(result.stdout).toContain('the embedded development database is not installed');
+  expect(result.stdout).toContain('Set DATABASE_URL or DATABASE_URL_FILE');
 });
 
 test('it stops cleanly on SIGTERM, as tini forwards it in the container', async () => {
