@@ -10,8 +10,13 @@ export interface NginxProcess {
   stop(): Promise<void>;
 }
 
+function requireNginx(): void {
+  if (!existsSync(nginxBinary)) throw new Error(`No nginx at ${nginxBinary}: install Debian's nginx-light (apt-get install nginx-light), as .ci/run does.`);
+}
+
 /** `nginx -t` on a config file; returns nginx's report, throws with it when the config is rejected. */
 export function testNginxConfig(prefixDir: string, configPath: string): string {
+  requireNginx();
   const result = spawnSync(nginxBinary, ['-t', '-p', prefixDir, '-c', configPath], { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`nginx -t rejected ${configPath}:\n${result.stderr || String(result.error)}`);
   return result.stderr;
@@ -22,6 +27,7 @@ export function testNginxConfig(prefixDir: string, configPath: string): string {
  * under `prefixDir`. Resolves once the pid file exists: nginx writes it after binding its sockets.
  */
 export async function startNginx(prefixDir: string, config: string): Promise<NginxProcess> {
+  requireNginx();
   const configPath = path.join(prefixDir, 'nginx.conf');
   const pidPath = path.join(prefixDir, 'nginx.pid');
   writeFileSync(configPath, config);
