@@ -8,7 +8,7 @@ export function createMetrics() {
     registry,
     events: new Counter({
       name: 'stripe_webhook_events_total',
-      help: 'Authentic webhook events by type and outcome (processed, duplicate, ignored, unmatched, failed, unavailable, mode_mismatch).',
+      help: 'Authentic webhook deliveries by event type and outcome (processed, duplicate, ignored, unmatched, failed, unavailable, mode_mismatch; type "unparsed" with outcome malformed for bodies that are not events).',
       labelNames: ['type', 'outcome'] as const,
       registers: [registry],
     }),

@@ -56,7 +56,9 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
       event = parseStripeEvent(body);
     } catch (error) {
       if (!(error instanceof MalformedEventError)) throw error;
-      metrics.signatureFailures.inc({ reason: 'malformed_event' });
+      // Authentic but not an event: counted as an event outcome, not as a signature failure.
+      metrics.events.inc({ type: 'unparsed', outcome: 'malformed' });
+      logger.warn('[Stripe Webhook] Rejected an authentic body that is not a Stripe event');
       return reject(ctx, 400, 'malformed_event', error.message);
     }
 
