@@ -80,6 +80,12 @@ describe('authentic bodies that are not Stripe events get a 400', () => {
   });
 });
 
+test('authentic non-events are counted as malformed events, not as signature failures', async () => {
+  const metrics = await (await fetch(`${app.url}/metrics`)).text();
+  expect(metrics).toMatch(/stripe_webhook_events_total\{type="unparsed",outcome="malformed"\} 4/);
+  expect(metrics).not.toContain('reason="malformed_event"');
+});
+
 test('a live-mode event sent to a test-mode deployment is refused and applies nothing', async () => {
   const event = stripeEvent('checkout.session.completed', checkoutSession({ livemode: true, client_reference_id: 'user_live', metadata: { credits: '9' } }));
   const response = await deliver(app.webhookUrl, event);
