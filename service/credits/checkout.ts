@@ -39,6 +39,12 @@ export function checkoutLockKey(event: StripeEvent): string | undefined {
   return paymentIntent ? paymentLockKey(paymentIntent) : undefined;
 }
 
+/** True when the session's credits can only be known by asking Stripe for its line items. */
+export function needsLineItems(event: StripeEvent): boolean {
+  const session = event.data.object;
+  return isCheckoutEvent(event.type) && session.mode === 'payment' && readMetadata(session).credits === undefined;
+}
+
 /**
  * How many credits a one-off Checkout session sells: `metadata.credits` when set, else the catalog entry of
  * each line item's price times its quantity. Runs before the transaction, since it may call Stripe.

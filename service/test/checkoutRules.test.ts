@@ -124,19 +124,36 @@ describe('how many credits', () => {
     expect(fakeStripe.requests.filter((request) => request.path.includes(session.id))).toEqual([]);
   });
 
-  test('catalog credits come from the line items fetched from Stripe, multiplied by quantity', async () => {
+  test('catalog credits come from the line items fetched from Stripe, multiplied by quantity, fetched once', async () => {
     const user = newUser();
     const session = checkoutSession({ client_reference_id: user, metadata: {} });
     fakeStripe.setCheckoutLineItems(session.id, [
       { priceId: packagePrice, quantity: 3 },
       { priceId: stripeId('price'), quantity: 2 }, // not in the catalog: sells no credits, does not spoil the rest
     ]);
-    const response = await deliver(app.webhookUrl, stripeEvent('checkout.session.completed', session));
+    const event = stripeEvent('checkout.session.completed', session);
+    const response = await deliver(app.webhookUrl, event);
     expect(response.body.status).toBe('processed');
     expect(await balanceOf(database.db, user)).toEqual({ purchased: 3 * packageCredits, subscription: 0 });
     expect(await purchaseOf(session.id)).toEqual({ userId: user, status: 'paid', credits: 3 * packageCredits });
+    // A redelivery is answered from the database, without asking Stripe again.
+    expect((await deliver(app.webhookUrl, event)).body.status).toBe('duplicate');
     const lineItemRequests = fakeStripe.requests.filter((request) => request.path === `/v1/checkout/sessions/${session.id}/line_items`);
     expect(lineItemRequests.map((request) => request.status)).toEqual([200]);
+  });
+
+  test('when Stripe cannot be reached for the line items, the delivery fails with 500 and its retry grants once', async () => {
+    const user = newUser();
+    const session = checkoutSession({ client_reference_id: user, metadata: {} });
+    fakeStripe.setCheckoutLineItems(session.id, [{ priceId: packagePrice, quantity: 1 }]);
+    const event = stripeEvent('checkout.session.completed', session);
+    fakeStripe.failNext(3, 500); // the first try and stripe-node's two retries
+    const failed = await deliver(app.webhookUrl, event);
+    expect(failed.status).toBe(500);
+    expect(await balanceOf(database.db, user)).toEqual({ purchased: 0, subscription: 0 });
+    expect(await eventRow(event.id)).toMatchObject({ status: 'failed' });
+    expect((await deliver(app.webhookUrl, event)).body.status).toBe('processed');
+    expect(await balanceOf(database.db, user)).toEqual({ purchased: packageCredits, subscription: 0 });
   });
 
   test('a session whose prices are all unknown to the catalog is unmatched and grants nothing', async () => {

@@ -21,6 +21,12 @@ export async function claimEvent(tx: Queryable, event: StripeEvent, status: 'pro
   return rowCount === 1;
 }
 
+/** Whether the event was applied (or deliberately not) already; a 'failed' one was not. */
+export async function isEventRecorded(db: Queryable, eventId: string): Promise<boolean> {
+  const { rowCount } = await db.query("SELECT 1 FROM stripe_events WHERE id = $1 AND status <> 'failed'", [eventId]);
+  return rowCount > 0;
+}
+
 export async function setEventOutcome(tx: Queryable, eventId: string, status: RecordedStatus, note: string | undefined): Promise<void> {
   await tx.query('UPDATE stripe_events SET status = $2, error = $3 WHERE id = $1', [eventId, status, note ?? null]);
 }

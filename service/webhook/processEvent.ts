@@ -1,10 +1,10 @@
-import { applyCheckoutSession, checkoutLockKey, resolveCheckoutCredits, type CreditsResolution, type LineItemsFetcher } from '../credits/checkout';
+import { applyCheckoutSession, checkoutLockKey, needsLineItems, resolveCheckoutCredits, type CreditsResolution, type LineItemsFetcher } from '../credits/checkout';
 import type { CreditCatalog } from '../credits/catalog';
 import type { HandlerOutcome } from '../credits/outcome';
 import { applyChargeRefunded, chargeLockKey } from '../credits/refunds';
 import { applySubscriptionEvent, subscriptionEventLockKey } from '../credits/subscriptions';
 import type { Database, Queryable } from '../db';
-import { claimEvent, setEventOutcome } from './eventLog';
+import { claimEvent, isEventRecorded, setEventOutcome } from './eventLog';
 import { isHandledEventType, type HandledEventType } from './handledEventTypes';
 import type { StripeEvent } from './stripeEvent';
 
@@ -49,11 +49,14 @@ const handlers: Record<HandledEventType, EventHandler> = {
  */
 export async function processEvent(db: Database, event: StripeEvent, context: EventContext): Promise<EventResult> {
   if (!isHandledEventType(event.type)) {
-    const fresh = await db.withTransaction((tx) => claimEvent(tx, event, 'ignored'));
+    // One statement is its own transaction.
+    const fresh = await claimEvent(db, event, 'ignored');
     return fresh ? { status: 'ignored', reason: 'event type not handled' } : { status: 'duplicate' };
   }
   const handler = handlers[event.type];
-  // Anything that may call Stripe happens before the transaction, so no connection waits on the network.
+  // Anything that may call Stripe happens before the transaction, so no connection waits on the network;
+  // and a duplicate costs no call to Stripe. (The claim below still decides, should two copies race.)
+  if (needsLineItems(event) && (await isEventRecorded(db, event.id))) return { status: 'duplicate' };
   const facts: Facts = { credits: await resolveCheckoutCredits(event, context.catalog, context.fetchLineItems) };
   return db.withTransaction(async (tx): Promise<EventResult> => {
     if (!(await claimEvent(tx, event, 'processed', handler.lockKey(event)))) return { status: 'duplicate' };
