@@ -10,6 +10,7 @@ import { balanceOf, checkInvariants, invariantsHold } from './support/invariants
 import { checkoutSession, stripeEvent, stripeId } from './support/stripeFixtures';
 import { deliver, startTestApp, type TestApp } from './support/testApp';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+import { eventRecord } from './support/records';
 
 const packagePrice = 'price_pack_100_credits';
 const packageCredits = 100;
@@ -32,14 +33,6 @@ afterAll(async () => {
 });
 
 const newUser = () => `user_${randomUUID()}`;
-
-async function eventRow(eventId: string) {
-  const { rows } = await database.db.query<{ type: string; status: string; error: string | null }>(
-    'SELECT type, status, error FROM stripe_events WHERE id = $1',
-    [eventId],
-  );
-  return rows[0];
-}
 
 async function purchaseOf(sessionId: string) {
   const { rows } = await database.db.query<{ userId: string; status: string; credits: number }>(
@@ -88,7 +81,7 @@ describe('who receives the credits', () => {
     const response = await deliver(app.webhookUrl, event);
     expect(response.status).toBe(200);
     expect(response.body).toEqual({ received: true, status: 'unmatched' });
-    expect(await eventRow(event.id)).toEqual({
+    expect(await eventRecord(database.db, event.id)).toEqual({
       type: 'checkout.session.completed',
       status: 'unmatched',
       error: 'session has no client_reference_id or metadata.user_id',
@@ -116,7 +109,7 @@ describe('how many credits', () => {
     const response = await deliver(app.webhookUrl, event);
     expect(response.status).toBe(200);
     expect(response.body.status).toBe('unmatched');
-    expect(await eventRow(event.id)).toMatchObject({ status: 'unmatched', error: 'metadata.credits is not a positive whole number' });
+    expect(await eventRecord(database.db, event.id)).toMatchObject({ status: 'unmatched', error: 'metadata.credits is not a positive whole number' });
     expect(await purchaseOf(session.id)).toBeUndefined();
     expect(await balanceOf(database.db, user)).toEqual({ purchased: 0, subscription: 0 });
     expect(await ledgerOf(user)).toEqual([]);
@@ -151,7 +144,7 @@ describe('how many credits', () => {
     const failed = await deliver(app.webhookUrl, event);
     expect(failed.status).toBe(500);
     expect(await balanceOf(database.db, user)).toEqual({ purchased: 0, subscription: 0 });
-    expect(await eventRow(event.id)).toMatchObject({ status: 'failed' });
+    expect(await eventRecord(database.db, event.id)).toMatchObject({ status: 'failed' });
     expect((await deliver(app.webhookUrl, event)).body.status).toBe('processed');
     expect(await balanceOf(database.db, user)).toEqual({ purchased: packageCredits, subscription: 0 });
   });
@@ -163,7 +156,7 @@ describe('how many credits', () => {
     const event = stripeEvent('checkout.session.completed', session);
     const response = await deliver(app.webhookUrl, event);
     expect(response.body.status).toBe('unmatched');
-    expect(await eventRow(event.id)).toMatchObject({ status: 'unmatched', error: "none of the session's prices is in the credit catalog" });
+    expect(await eventRecord(database.db, event.id)).toMatchObject({ status: 'unmatched', error: "none of the session's prices is in the credit catalog" });
     expect(await balanceOf(database.db, user)).toEqual({ purchased: 0, subscription: 0 });
     expect(await purchaseOf(session.id)).toBeUndefined();
   });
@@ -233,7 +226,7 @@ describe('events that sell no credits', () => {
     const response = await deliver(app.webhookUrl, event);
     expect(response.status).toBe(200);
     expect(response.body).toEqual({ received: true, status: 'ignored' });
-    expect(await eventRow(event.id)).toEqual({ type: 'checkout.session.completed', status: 'ignored', error: 'checkout mode "setup" sells no credits' });
+    expect(await eventRecord(database.db, event.id)).toEqual({ type: 'checkout.session.completed', status: 'ignored', error: 'checkout mode "setup" sells no credits' });
     expect(await balanceOf(database.db, user)).toEqual({ purchased: 0, subscription: 0 });
     expect(await purchaseOf(session.id)).toBeUndefined();
   });
@@ -243,7 +236,7 @@ describe('events that sell no credits', () => {
     const response = await deliver(app.webhookUrl, event);
     expect(response.status).toBe(200);
     expect(response.body).toEqual({ received: true, status: 'ignored' });
-    expect(await eventRow(event.id)).toEqual({ type: 'invoice.payment_succeeded', status: 'ignored', error: null });
+    expect(await eventRecord(database.db, event.id)).toEqual({ type: 'invoice.payment_succeeded', status: 'ignored', error: null });
     expect((await deliver(app.webhookUrl, event)).body).toEqual({ received: true, status: 'duplicate' });
   });
 });

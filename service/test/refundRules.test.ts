@@ -8,6 +8,7 @@ import { balanceOf, checkInvariants, invariantsHold } from './support/invariants
 import { charge, checkoutSession, stripeEvent, stripeId, subscription, subscriptionCheckoutSession, unixSeconds } from './support/stripeFixtures';
 import { deliver, startTestApp, type DeliveryResponse, type TestApp } from './support/testApp';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+import { bucketLedger, eventRecord, spendCredits } from './support/records';
 
 let database: TestDatabase;
 let app: TestApp;
@@ -59,33 +60,12 @@ async function send(event: object): Promise<DeliveryResponse['body']> {
   return response.body;
 }
 
-async function purchasedLedgerOf(user: string) {
-  const { rows } = await database.db.query<{ delta: number; reason: string }>(
-    "SELECT delta, reason FROM credit_ledger WHERE user_id = $1 AND bucket = 'purchased' ORDER BY id",
-    [user],
-  );
-  return rows;
-}
-
 async function purchaseRow(sessionId: string) {
   const { rows } = await database.db.query<{ creditsRefunded: number; amountRefunded: number; status: string }>(
     'SELECT credits_refunded AS "creditsRefunded", amount_refunded AS "amountRefunded", status FROM credit_purchases WHERE stripe_checkout_session_id = $1',
     [sessionId],
   );
   return rows[0];
-}
-
-async function eventRow(eventId: string) {
-  const { rows } = await database.db.query<{ status: string; error: string | null }>('SELECT status, error FROM stripe_events WHERE id = $1', [eventId]);
-  return rows[0];
-}
-
-/** The product spending purchased credits: a ledger entry and the balance change, together. */
-async function spendPurchasedCredits(user: string, credits: number): Promise<void> {
-  await database.db.withTransaction(async (tx) => {
-    await tx.query("INSERT INTO credit_ledger (user_id, bucket, delta, reason) VALUES ($1, 'purchased', $2, 'usage')", [user, -credits]);
-    await tx.query('UPDATE service_subscriptions SET purchased_credits_balance = purchased_credits_balance - $2 WHERE user_id = $1', [user, credits]);
-  });
 }
 
 test('a partial refund takes back its share of the credits, the full refund later takes the rest', async () => {
@@ -97,7 +77,7 @@ test('a partial refund takes back its share of the credits, the full refund late
 
   await send(refunded(purchase, 1000, { created: eventsStart + 120 }));
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
-  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+  expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
     { delta: 100, reason: 'credit_purchase' },
     { delta: -25, reason: 'refund' },
     { delta: -75, reason: 'refund' },
@@ -113,7 +93,7 @@ test('the same refund delivered twice, or reported again by another event, takes
   // e.g. charge.refunded re-sent after a refund's metadata changed: same cumulative amount, new event id.
   expect((await send(refunded(purchase, 500, { created: eventsStart + 90 }))).status).toBe('processed');
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 50, subscription: 0 });
-  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+  expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
     { delta: 100, reason: 'credit_purchase' },
     { delta: -50, reason: 'refund' },
   ]);
@@ -132,10 +112,10 @@ test('an older, smaller refund event arriving after a later, larger one takes no
 test('refunding credits already spent leaves a negative purchased balance: the debt stays visible in the ledger', async () => {
   const purchase = newPurchase(100);
   await send(purchaseCompleted(purchase));
-  await spendPurchasedCredits(purchase.user, 80);
+  await spendCredits(database.db, purchase.user, 'purchased', 80);
   await send(refunded(purchase, 1000));
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: -80, subscription: 0 });
-  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+  expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
     { delta: 100, reason: 'credit_purchase' },
     { delta: -80, reason: 'usage' },
     { delta: -100, reason: 'refund' },
@@ -146,12 +126,12 @@ test('a refund arriving before its purchase is kept (unmatched) and applied when
   const purchase = newPurchase(100);
   const early = refunded(purchase, 500);
   expect(await send(early)).toEqual({ received: true, status: 'unmatched' });
-  expect(await eventRow(early.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no paid credit purchase for this payment yet') });
+  expect(await eventRecord(database.db, early.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no paid credit purchase for this payment yet') });
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
 
   expect((await send(purchaseCompleted(purchase))).status).toBe('processed');
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 50, subscription: 0 });
-  expect(await purchasedLedgerOf(purchase.user)).toEqual([
+  expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
     { delta: 100, reason: 'credit_purchase' },
     { delta: -50, reason: 'refund' },
   ]);
@@ -183,7 +163,7 @@ test('a refund for a payment that never bought credits is unmatched and changes 
   const stranger = newPurchase(100);
   const event = refunded(stranger, 1000);
   expect(await send(event)).toEqual({ received: true, status: 'unmatched' });
-  expect(await eventRow(event.id)).toMatchObject({ status: 'unmatched' });
+  expect(await eventRecord(database.db, event.id)).toMatchObject({ status: 'unmatched' });
   const { rows } = await database.db.query('SELECT 1 FROM credit_ledger WHERE stripe_event_id = $1', [event.id]);
   expect(rows).toEqual([]);
   expect(await balanceOf(database.db, stranger.user)).toEqual({ purchased: 0, subscription: 0 });
@@ -213,7 +193,7 @@ test('a partial refund rounds the credits taken down: a third of 100 credits tak
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 34, subscription: 0 });
   await send(refunded(purchase, 999, { created: eventsStart + 180 }));
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
-  expect((await purchasedLedgerOf(purchase.user)).map((entry) => entry.delta)).toEqual([100, -33, -33, -34]);
+  expect((await bucketLedger(database.db, purchase.user, 'purchased')).map((entry) => entry.delta)).toEqual([100, -33, -33, -34]);
 });
 
 test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {

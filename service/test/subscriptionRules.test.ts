@@ -18,6 +18,7 @@ import {
 } from './support/stripeFixtures';
 import { deliver, startTestApp, type DeliveryResponse, type TestApp } from './support/testApp';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+import { bucketLedger, eventRecord, spendCredits } from './support/records';
 
 const catalogPlanPrice = 'price_catalog_pro_monthly';
 const catalog = parseCatalog({ plans: { [catalogPlanPrice]: { monthlyCredits: 5000, name: 'Pro' } } }, 'subscriptionRules test catalog');
@@ -111,27 +112,6 @@ async function accountOf(user: string): Promise<AccountRow | undefined> {
   return { ...row, periodStart: seconds(row.periodStart), periodEnd: seconds(row.periodEnd) };
 }
 
-async function subscriptionLedgerOf(user: string) {
-  const { rows } = await database.db.query<{ delta: number; reason: string }>(
-    "SELECT delta, reason FROM credit_ledger WHERE user_id = $1 AND bucket = 'subscription' ORDER BY id",
-    [user],
-  );
-  return rows;
-}
-
-async function eventRow(eventId: string) {
-  const { rows } = await database.db.query<{ status: string; error: string | null }>('SELECT status, error FROM stripe_events WHERE id = $1', [eventId]);
-  return rows[0];
-}
-
-/** The product spending subscription credits: a ledger entry and the balance change, together. */
-async function spendSubscriptionCredits(user: string, credits: number): Promise<void> {
-  await database.db.withTransaction(async (tx) => {
-    await tx.query("INSERT INTO credit_ledger (user_id, bucket, delta, reason) VALUES ($1, 'subscription', $2, 'usage')", [user, -credits]);
-    await tx.query('UPDATE service_subscriptions SET credits_remaining = credits_remaining - $2 WHERE user_id = $1', [user, credits]);
-  });
-}
-
 describe('linking a subscription to its user', () => {
   test('a subscription checkout session links the Stripe customer and subscription to its user', async () => {
     const sub = newSubscription();
@@ -149,7 +129,7 @@ describe('linking a subscription to its user', () => {
     const renewed = subscriptionEvent('customer.subscription.updated', sub, { period: 1, monthlyCredits: 150, priceId: 'price_plus_monthly', created: eventTime(10) });
     expect((await send(created)).status).toBe('unmatched');
     expect((await send(renewed)).status).toBe('unmatched');
-    expect(await eventRow(renewed.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no known user yet') });
+    expect(await eventRecord(database.db, renewed.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no known user yet') });
     expect(await accountOf(sub.user)).toBeUndefined();
 
     expect((await send(linkingCheckout(sub))).status).toBe('processed');
@@ -161,7 +141,7 @@ describe('linking a subscription to its user', () => {
       periodEnd: periodEnd(1),
       subscriptionId: sub.id,
     });
-    expect(await subscriptionLedgerOf(sub.user)).toEqual([{ delta: 150, reason: 'subscription_period_allowance' }]);
+    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([{ delta: 150, reason: 'subscription_period_allowance' }]);
   });
 
   test('metadata.user_id on the subscription links it without a checkout session', async () => {
@@ -179,13 +159,13 @@ describe('one allowance per billing period', () => {
     const created = subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) });
     expect((await send(created)).status).toBe('processed');
     expect((await send(created)).status).toBe('duplicate');
-    await spendSubscriptionCredits(sub.user, 30);
+    await spendCredits(database.db, sub.user, 'subscription', 30);
     expect((await send(subscriptionEvent('customer.subscription.updated', sub, { period: 0, created: eventTime(5) }))).status).toBe('processed');
     expect((await send(subscriptionEvent('customer.subscription.updated', sub, { period: 0, status: 'trialing', created: eventTime(6) }))).status).toBe(
       'processed',
     );
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 70, status: 'trialing', periodStart: periodStart(0) });
-    expect(await subscriptionLedgerOf(sub.user)).toEqual([
+    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([
       { delta: 100, reason: 'subscription_period_allowance' },
       { delta: -30, reason: 'usage' },
     ]);
@@ -195,12 +175,12 @@ describe('one allowance per billing period', () => {
     const sub = newSubscription();
     await send(linkingCheckout(sub));
     await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-    await spendSubscriptionCredits(sub.user, 30);
+    await spendCredits(database.db, sub.user, 'subscription', 30);
     expect(await balanceOf(database.db, sub.user)).toEqual({ purchased: 0, subscription: 70 });
 
     await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, created: eventTime(10) }));
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, periodStart: periodStart(1), periodEnd: periodEnd(1) });
-    expect(await subscriptionLedgerOf(sub.user)).toEqual([
+    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([
       { delta: 100, reason: 'subscription_period_allowance' },
       { delta: -30, reason: 'usage' },
       { delta: 30, reason: 'subscription_period_allowance' },
@@ -213,7 +193,7 @@ describe('one allowance per billing period', () => {
     await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, monthlyCredits: 100, created: eventTime(0) }));
     await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, monthlyCredits: 40, priceId: 'price_small_monthly', created: eventTime(10) }));
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 40, plan: 'price_small_monthly' });
-    expect(await subscriptionLedgerOf(sub.user)).toEqual([
+    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([
       { delta: 100, reason: 'subscription_period_allowance' },
       { delta: -60, reason: 'subscription_period_allowance' },
     ]);
@@ -244,10 +224,10 @@ describe('one allowance per billing period', () => {
     const sub = newSubscription();
     await send(linkingCheckout(sub));
     await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-    await spendSubscriptionCredits(sub.user, 10);
+    await spendCredits(database.db, sub.user, 'subscription', 10);
     expect((await send(subscriptionEvent('customer.subscription.deleted', sub, { period: 0, created: eventTime(20) }))).status).toBe('processed');
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0, status: 'canceled' });
-    expect((await subscriptionLedgerOf(sub.user)).at(-1)).toEqual({ delta: -90, reason: 'subscription_ended' });
+    expect((await bucketLedger(database.db, sub.user, 'subscription')).at(-1)).toEqual({ delta: -90, reason: 'subscription_ended' });
   });
 
   test('a plan in the credit catalog grants its monthly credits by price and carries its name', async () => {
@@ -263,7 +243,7 @@ describe('one allowance per billing period', () => {
     await send(linkingCheckout(sub));
     await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, shape, created: eventTime(0) }));
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, periodStart: periodStart(0), periodEnd: periodEnd(0) });
-    await spendSubscriptionCredits(sub.user, 25);
+    await spendCredits(database.db, sub.user, 'subscription', 25);
     await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, shape, created: eventTime(10) }));
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, periodStart: periodStart(1), periodEnd: periodEnd(1) });
   });
@@ -273,7 +253,7 @@ describe('one allowance per billing period', () => {
     await send(stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: sub.user, metadata: { credits: '250' } })));
     await send(linkingCheckout(sub));
     await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-    await spendSubscriptionCredits(sub.user, 60);
+    await spendCredits(database.db, sub.user, 'subscription', 60);
     await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, monthlyCredits: 20, priceId: 'price_small_monthly', created: eventTime(10) }));
     expect(await balanceOf(database.db, sub.user)).toEqual({ purchased: 250, subscription: 20 });
     await send(subscriptionEvent('customer.subscription.deleted', sub, { period: 1, created: eventTime(20) }));
@@ -290,9 +270,9 @@ describe('the newest state wins', () => {
     await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, created: eventTime(100) }));
     const older = subscriptionEvent('customer.subscription.created', sub, { period: 0, monthlyCredits: 999, priceId: 'price_old', created: eventTime(0) });
     expect((await send(older)).status).toBe('processed');
-    expect(await eventRow(older.id)).toEqual({ status: 'processed', error: 'older than the stored subscription state' });
+    expect(await eventRecord(database.db, older.id)).toEqual({ type: 'customer.subscription.created', status: 'processed', error: 'older than the stored subscription state' });
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, plan: 'price_basic_monthly', periodStart: periodStart(1) });
-    expect(await subscriptionLedgerOf(sub.user)).toEqual([{ delta: 100, reason: 'subscription_period_allowance' }]);
+    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([{ delta: 100, reason: 'subscription_period_allowance' }]);
   });
 
   test('an older update arriving after deleted does not revive the subscription or its credits', async () => {
@@ -545,10 +525,10 @@ describe('changes within a billing period', () => {
     const sub = newSubscription();
     await send(linkingCheckout(sub, { created: eventTime(1) }));
     await send(subscriptionEvent('customer.subscription.created', sub, { period: 3, monthlyCredits: 500, created: eventTime(2) }));
-    await spendSubscriptionCredits(sub.user, 450);
+    await spendCredits(database.db, sub.user, 'subscription', 450);
     await send(subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 100, created: eventTime(3) }));
     expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0 });
-    expect((await subscriptionLedgerOf(sub.user)).at(-1)).toEqual({ delta: -50, reason: 'subscription_allowance_lowered' });
+    expect((await bucketLedger(database.db, sub.user, 'subscription')).at(-1)).toEqual({ delta: -50, reason: 'subscription_allowance_lowered' });
   });
 });
 
