@@ -43,8 +43,7 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
   pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
 
   async function query<Row extends object>(sql: string, params?: readonly unknown[]) {
-    const result = await pool.query(sql, params as unknown[]);
-    return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+    return toQueryResult<Row>(await pool.query(sql, params as unknown[]));
   }
 
   async function withTransaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
@@ -62,15 +61,14 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
         await client.query('BEGIN');
         const tx: Queryable = {
           async query<Row extends object>(sql: string, params?: readonly unknown[]) {
-            const result = await client.query(sql, params as unknown[]);
-            return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+            return toQueryResult<Row>(await client.query(sql, params as unknown[]));
           },
         };
         const result = await work(tx);
         await client.query('COMMIT');
         return result;
       } catch (error) {
-        clientBroken = isDatabaseUnavailable(error);
+        clientBroken ||= isDatabaseUnavailable(error);
         await client.query('ROLLBACK').catch(() => {
           clientBroken = true;
         });
@@ -148,6 +146,10 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
       await pool.end();
     },
   };
+}
+
+function toQueryResult<Row extends object>(result: pg.QueryResult): { rows: Row[]; rowCount: number } {
+  return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
 }
 
 const unavailableErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH']);
