@@ -9,7 +9,7 @@
  */
 import { SingleBar, Presets } from 'cli-progress';
 import { parseArgs } from 'node:util';
-import { emptyCatalog, loadCatalog } from '../service/credits/catalog';
+import { loadCatalog } from '../service/credits/catalog';
 import { ConfigError, loadConfig } from '../service/config';
 import { connectDatabase, describeError } from '../service/db';
 import { createLogger } from '../service/logger';
@@ -42,7 +42,7 @@ async function main(): Promise<number> {
       db,
       stripe,
       stripeMode: config.stripeMode,
-      eventContext: { catalog: config.creditCatalogFile ? loadCatalog(config.creditCatalogFile) : emptyCatalog(), fetchLineItems: lineItemsFetcher(stripe) },
+      eventContext: { catalog: loadCatalog(config.creditCatalogFile), fetchLineItems: lineItemsFetcher(stripe) },
       sinceSeconds,
       dryRun: values['dry-run'],
       onListed: (count) => {

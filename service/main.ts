@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from './app';
-import { emptyCatalog, loadCatalog } from './credits/catalog';
+import { loadCatalog } from './credits/catalog';
 import { ConfigError, loadConfig, type Config } from './config';
 import { connectDatabase, describeError } from './db';
 import { ensureDevWebhookSecret } from './devSecret';
@@ -40,7 +40,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
 
   const secrets = await loadWebhookSecrets(config, logger);
   logger.info({ fingerprints: secrets.current().map((secret) => secret.fingerprint) }, 'webhook signing secrets loaded');
-  const catalog = config.creditCatalogFile ? loadCatalog(config.creditCatalogFile) : emptyCatalog();
+  const catalog = loadCatalog(config.creditCatalogFile);
   const stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
   if (!stripe) logger.warn('STRIPE_API_KEY not set: credits can come only from metadata.credits, not from the catalog by price');
   if (!config.authJwtSecret) logger.warn('AUTH_JWT_SECRET not set: the user balance routes (/api/v1/billing/credits) are disabled');

@@ -26,7 +26,9 @@ export function emptyCatalog(): CreditCatalog {
   return catalogFrom({}, {});
 }
 
-export function loadCatalog(filePath: string): CreditCatalog {
+/** The catalog of CREDIT_CATALOG_FILE; without one, an empty catalog (credits then come from metadata only). */
+export function loadCatalog(filePath: string | undefined): CreditCatalog {
+  if (filePath === undefined) return emptyCatalog();
   let parsed: unknown;
   try {
     parsed = JSON.parse(readFileSync(filePath, 'utf8'));
