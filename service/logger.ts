@@ -30,7 +30,7 @@ export async function logDestination(options: { production: boolean; terminal: b
   try {
     const { default: pretty } = await import('pino-pretty');
     // Synchronous, so that the line explaining an exit is written before the process ends.
-    return pretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
+    return pretty({ colorize: true, sync: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
   } catch {
     return undefined; // Installed without development dependencies: JSON it is.
   }

@@ -190,6 +190,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  process.once('SIGHUP', onSignal); // The terminal running `npm start` was closed.
 
   try {
     service = await startService(config, logger);
