@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseSecrets } from '../webhook/secretStore';
@@ -10,12 +10,14 @@ import { webhookPath } from '../webhook/route';
 let dataDir: string;
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'startup-'));
+  // As root the embedded PostgreSQL runs as the `postgres` user, which must be able to enter the data dir.
+  await chmod(dataDir, 0o755);
 });
 afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-// The service runs as its own process here, as `npm start` runs it (PGlite also needs real dynamic import).
+// The service runs as its own process here, as `npm start` runs it.
 function spawnMain(env: Record<string, string>) {
   const child = spawn(process.execPath, [require.resolve('tsx/cli'), path.resolve(__dirname, '../main.ts')], {
     env: { PATH: process.env.PATH ?? '', ...env },
@@ -44,7 +46,7 @@ test('with no settings the service runs on an embedded PostgreSQL with a generat
     }
     const secretFile = path.join(dataDir, 'webhook-secret');
     const [secret] = parseSecrets(await readFile(secretFile, 'utf8'), secretFile);
-    expect(run.output()).toContain(`generated a development secret in ${secretFile}`);
+    expect(run.output()).toContain(`generated the development secret in ${secretFile}`);
     expect(run.output()).toContain('npm run send-test-event');
     expect(run.output()).not.toContain(secret!.value);
 
