@@ -33,6 +33,7 @@ const keptOutputLines = 20;
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   const directory = path.join(dataDir, 'postgres');
   const asRoot = process.getuid?.() === 0;
+  const EmbeddedPostgres = await importWithoutExitHooks();
   if (asRoot) await checkUnprivilegedUserCanRun(dataDir);
   const output: string[] = [];
   const keep = (message: unknown) => {
@@ -47,7 +48,6 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
       startupExitCodes.embeddedDatabase,
     );
 
-  const EmbeddedPostgres = await importWithoutExitHooks();
   const port = await freePort();
   const settings = (databaseDir: string) => ({
     databaseDir,
