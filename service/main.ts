@@ -172,9 +172,13 @@ async function main(): Promise<void> {
   process.on('unhandledRejection', (reason) => logger.error({ err: describeError(reason) }, 'unhandled promise rejection'));
 
   // Handlers go in before start-up: a stop during start-up (migrations run in one transaction, nothing
-  // is served yet) simply exits; after it, in-flight requests finish first.
+  // is served yet) simply exits; after it, in-flight requests finish first. A repeated signal (a Ctrl-C
+  // reaches both npm and the service, and npm passes it on) does not cut that short.
   let service: RunningService | undefined;
+  let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
     if (!service) {
       logger.info({ signal }, 'stopped during start-up');
       process.exit(0);
@@ -188,9 +192,9 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
-  process.once('SIGHUP', onSignal); // The terminal running `npm start` was closed.
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal); // The terminal running `npm start` was closed.
 
   try {
     service = await startService(config, logger);
