@@ -1,6 +1,5 @@
 /** Prints a development session token for the user routes: see `usage`. */
 import { SignJWT } from 'jose';
-import path from 'node:path';
 import { ConfigError, loadConfig } from '../service/config';
 import { ensureDevSessionKey } from '../service/devSecret';
 import { parseCommandLine, parseDurationSeconds } from './lib/cli';
@@ -43,7 +42,7 @@ async function main(): Promise<void> {
   if (key === undefined) {
     const devKey = await ensureDevSessionKey(config.dataDir);
     key = devKey.value;
-    keySource = path.relative(process.cwd(), devKey.path) || devKey.path;
+    keySource = devKey.path;
   }
 
   const issuedAtSeconds = Math.floor(Date.now() / 1000);
@@ -54,7 +53,8 @@ async function main(): Promise<void> {
     .setExpirationTime(issuedAtSeconds + ttlSeconds!)
     .sign(new TextEncoder().encode(key));
   console.log(token);
-  console.error(`session token for ${userId}, valid until ${new Date((issuedAtSeconds + ttlSeconds!) * 1000).toISOString()}, signed with ${keySource}`);
+  // For a person reading the token; inside $(…) the note would only clutter the terminal.
+  if (process.stdout.isTTY) console.error(`session token for ${userId}, valid until ${new Date((issuedAtSeconds + ttlSeconds!) * 1000).toISOString()}, signed with ${keySource}`);
 }
 
 main().catch((error: unknown) => {
