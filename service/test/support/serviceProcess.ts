@@ -26,6 +26,8 @@ const pollMillis = 10;
 
 /** Every process started here and still running (listening or not), so a suite can stop them all. */
 const spawnedServices = new Set<SpawnedService>();
+/** The process group of every service started here (its pid), until stopAllServiceProcesses has killed it. */
+const processGroups = new Set<number>();
 /** Kills the service's process group once the process that started it is gone, however it ended. */
 const exitWithStarter = path.join(__dirname, 'exitWithStarter.mjs');
 const allLines: string[] = [];
@@ -107,7 +109,7 @@ export interface ServiceOptions {
   port?: number;
   stripeMode?: 'test' | 'live';
   logLevel?: string;
-  /** More environment variables; HOST, PORT and DATA_DIR come from the options above. */
+  /** More environment variables; HOST and PORT come from the options above. */
   env?: Record<string, string>;
   /** Options for node itself, e.g. --cpu-prof. */
   nodeArgs?: string[];
@@ -118,7 +120,7 @@ export interface ServiceOptions {
   program?: string[];
   /** Default: the repository root. */
   cwd?: string;
-  /** DATA_DIR; default a fresh temporary folder per process, removed when it exits. */
+  /** DATA_DIR (or DATA_DIR in `env`); default a fresh temporary folder per process, removed when it exits. */
   dataDir?: string;
   /** How long to wait for it to listen (default 30 s). */
   startTimeoutMillis?: number;
@@ -144,9 +146,10 @@ export interface SpawnedService {
   isRunning(): boolean;
   /** Resolves with the first line (already seen or future) that satisfies `predicate`. */
   waitForLog(predicate: (line: string) => boolean, timeoutMillis?: number): Promise<string>;
-  /** Sends the signal to the service's whole process group (the service and anything it started). */
+  /** Sends the signal to the service process alone, as `kill <pid>` does: what it started may outlive it,
+   *  until stop() or the end of the test file. */
   kill(signal: NodeJS.Signals): void;
-  /** SIGTERM, then SIGKILL if it has not exited after the deadline. */
+  /** SIGTERM, then SIGKILL if it has not exited after the deadline; then kills anything left in its process group. */
   stop(): Promise<ServiceExit>;
 }
 
@@ -188,15 +191,17 @@ export async function spawnServiceProcess(options: ServiceOptions): Promise<Spaw
   const program = options.program ?? (options.fromSources ? ['--import', 'tsx', path.join(serviceDir, 'main.ts')] : [await buildService()]);
   const host = options.host ?? '127.0.0.1';
   const port = options.port || (await freePort([host]));
-  const temporaryDataDir = options.dataDir === undefined ? await mkdtemp(path.join(os.tmpdir(), 'credits-service-data-')) : undefined;
+  const givenDataDir = options.dataDir ?? options.env?.DATA_DIR;
+  const temporaryDataDir = givenDataDir === undefined ? await mkdtemp(path.join(os.tmpdir(), 'credits-service-data-')) : undefined;
   const child: ChildProcess = spawn(process.execPath, ['--import', pathToFileURL(exitWithStarter).href, ...(options.nodeArgs ?? []), ...program], {
     cwd: options.cwd ?? repositoryRoot,
-    env: childEnv(options, host, port, options.dataDir ?? temporaryDataDir!),
+    env: childEnv(options, host, port, givenDataDir ?? temporaryDataDir!),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
   if (child.pid === undefined) throw new Error(`${name}: spawn failed`);
   const pid = child.pid;
+  processGroups.add(pid);
 
   const logLines: string[] = [];
   const waiters = new Set<{ predicate: (line: string) => boolean; resolve: (line: string) => void }>();
@@ -228,8 +233,6 @@ export async function spawnServiceProcess(options: ServiceOptions): Promise<Spaw
   const exited = new Promise<ServiceExit>((resolve) => {
     child.once('exit', (code, signal) => {
       running = false;
-      // Whatever the service started and left behind goes with it.
-      signalGroup(pid, 'SIGKILL');
       if (temporaryDataDir) void rm(temporaryDataDir, { recursive: true, force: true });
       resolve({ code, signal });
     });
@@ -265,13 +268,15 @@ export async function spawnServiceProcess(options: ServiceOptions): Promise<Spaw
     isRunning: () => running,
     waitForLog,
     kill(signal) {
-      if (running) signalGroup(pid, signal);
+      if (running) child.kill(signal);
     },
     async stop() {
-      if (running) signalGroup(pid, 'SIGTERM');
-      const timer = setTimeout(() => signalGroup(pid, 'SIGKILL'), stopDeadlineMillis);
+      if (running) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), stopDeadlineMillis);
       const exit = await exited;
       clearTimeout(timer);
+      // Whatever it started and left behind goes with it.
+      signalGroup(pid, 'SIGKILL');
       return exit;
     },
   };
@@ -314,9 +319,12 @@ export function restartServiceProcess(previous: ServiceProcess): Promise<Service
   return startServiceProcess({ ...previous.options, port: previous.port });
 }
 
-/** Stops every service process this module started that is still running (or still starting). */
+/** Stops every service process this module started that is still running (or still starting), and kills
+ *  whatever any of them left behind in its process group. */
 export async function stopAllServiceProcesses(): Promise<void> {
   await Promise.all([...spawnedServices].map((service) => service.stop()));
+  for (const pid of processGroups) signalGroup(pid, 'SIGKILL');
+  processGroups.clear();
 }
 
 /** Every log line of every service process started in this test file (or benchmark run). */
