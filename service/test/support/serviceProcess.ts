@@ -183,8 +183,8 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 
 /**
  * Starts the service as one node process (tsx as a loader, never as a wrapper process) leading its own
- * process group, so that killing it kills everything it started. Resolves at once, without waiting for it
- * to listen.
+ * process group, so that stop(), the end of the test file or the end of its starter kills everything it
+ * started. Resolves at once, without waiting for it to listen.
  */
 export async function spawnServiceProcess(options: ServiceOptions): Promise<SpawnedService> {
   const name = options.name ?? 'service';
