@@ -7,14 +7,14 @@
  * endpoints in memory only: after a restart, `pulumi up --refresh` creates the endpoint again.
  */
 import net from 'node:net';
-import { startFakeStripe } from '../service/test/support/fakeStripe';
+import { startLocalStripe } from '../localStripe/server';
 
 const defaultPort = 12111;
 
 async function main(): Promise<void> {
   const port = Number(process.argv[2] ?? defaultPort);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`usage: npx tsx infra/localStripe.ts [port]; got "${process.argv[2]}"`);
-  const fake = await startFakeStripe();
+  const fake = await startLocalStripe();
   const target = new URL(fake.baseUrl);
   // The fake picks a random port; a fixed one keeps the stack's stripeApiBase valid across restarts.
   const front = net.createServer((client) => {

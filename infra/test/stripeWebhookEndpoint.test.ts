@@ -4,7 +4,7 @@ import Module from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import type * as pulumi from '@pulumi/pulumi';
-import { startFakeStripe, type FakeStripe } from '../../service/test/support/fakeStripe';
+import { startLocalStripe, type LocalStripe } from '../../localStripe/server';
 import {
   webhookEndpointProvider as provider,
   type WebhookEndpointInputs,
@@ -17,10 +17,10 @@ const testKey = 'sk_test_infraProviderKey';
 const liveKey = 'sk_live_infraProviderKey';
 const apiVersion = '2025-03-31.basil';
 
-let fake: FakeStripe;
+let fake: LocalStripe;
 
 beforeAll(async () => {
-  fake = await startFakeStripe();
+  fake = await startLocalStripe();
 });
 afterAll(() => fake.close());
 beforeEach(() => fake.reset());

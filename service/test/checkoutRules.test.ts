@@ -1,11 +1,11 @@
 /**
  * What a one-off Checkout session does to credits: who receives them, how many, and when a delayed
- * payment settles. Real deliveries to the real app on a real database; line items come from the fake Stripe.
+ * payment settles. Real deliveries to the real app on a real database; line items come from the local Stripe.
  */
 import { randomUUID } from 'node:crypto';
 import { parseCatalog } from '../credits/catalog';
 import { createStripeClient, lineItemsFetcher } from '../stripeApi';
-import { startFakeStripe, type FakeStripe } from './support/fakeStripe';
+import { startLocalStripe, type LocalStripe } from '../../localStripe/server';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
 import { checkoutSession, stripeEvent, stripeId } from './support/stripeFixtures';
 import { deliver, startTestApp, type TestApp } from './support/testApp';
@@ -17,12 +17,12 @@ const packageCredits = 100;
 const catalog = parseCatalog({ packages: { [packagePrice]: { credits: packageCredits, name: '100 credits' } } }, 'checkoutRules test catalog');
 
 let database: TestDatabase;
-let fakeStripe: FakeStripe;
+let fakeStripe: LocalStripe;
 let app: TestApp;
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  fakeStripe = await startFakeStripe();
+  fakeStripe = await startLocalStripe();
   const stripe = createStripeClient('sk_test_checkout_rules', new URL(fakeStripe.baseUrl));
   app = await startTestApp(database.db, { eventContext: { catalog, fetchLineItems: lineItemsFetcher(stripe) } });
 });

@@ -4,17 +4,17 @@ import { recoverMissedEvents } from '../recovery';
 import { parseSince } from '../../scripts/recover-missed-events';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
 import { deliver, startTestApp, type TestApp } from './support/testApp';
-import { startFakeStripe, type FakeStripe } from './support/fakeStripe';
+import { startLocalStripe, type LocalStripe } from '../../localStripe/server';
 import { checkoutSession, stripeEvent, unixSeconds } from './support/stripeFixtures';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
 
 let database: TestDatabase;
-let fake: FakeStripe;
+let fake: LocalStripe;
 let app: TestApp;
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  fake = await startFakeStripe();
+  fake = await startLocalStripe();
   app = await startTestApp(database.db);
 });
 afterAll(async () => {

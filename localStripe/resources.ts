@@ -1,7 +1,7 @@
 /**
- * The Stripe objects the fake serves, per mode, and the v1 routes that read and change them:
+ * The Stripe objects the local Stripe serves, per mode, and the v1 routes that read and change them:
  * webhook endpoints, events, Checkout Session line items and subscriptions. The HTTP side (auth,
- * form decoding, failures, recording, delivery) lives in fakeStripe.ts.
+ * form decoding, failures, recording, delivery) lives in server.ts.
  */
 import type Stripe from 'stripe';
 import {
@@ -18,9 +18,9 @@ import {
   StripeApiError,
   stringArrayParam,
   stringParam,
-} from './fakeStripeApi';
-import { DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, deletedWebhookEndpoint, price, stripeId, webhookEndpoint } from './stripeFixtures';
-import type { FormObject } from './stripeForm';
+} from './apiConventions';
+import { DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, deletedWebhookEndpoint, price, stripeId, webhookEndpoint } from './objects';
+import type { FormObject } from './form';
 
 const MAX_EVENT_TYPES_FILTER = 20;
 const EVENT_TYPE_PATTERN = /^(\*|[a-z0-9_]+(\.[a-z0-9_]+)+)$/;
@@ -41,7 +41,7 @@ export interface CheckoutLineItemInput {
 }
 
 /** What the fake needs of an event: any stripe-node `Stripe.Event` or a stripeEvent() fixture fits. */
-export interface FakeStripeEvent {
+export interface LocalStripeEvent {
   id: string;
   object: 'event';
   type: string;
@@ -70,12 +70,12 @@ interface StoredEndpoint {
 }
 
 interface StoredEvent {
-  event: FakeStripeEvent;
+  event: LocalStripeEvent;
   /** Insertion order, to order events created in the same second. */
   sequence: number;
 }
 
-export class FakeStripeResources {
+export class LocalStripeResources {
   private readonly endpoints = new Map<string, StoredEndpoint>();
   private readonly events = new Map<string, StoredEvent>();
   private eventSequence = 0;
@@ -103,7 +103,7 @@ export class FakeStripeResources {
         return route.handle({ ...call, pathParams });
       }
     }
-    throw new StripeApiError(404, `Unrecognized request URL (${method}: ${path}). The fake Stripe does not serve it.`);
+    throw new StripeApiError(404, `Unrecognized request URL (${method}: ${path}). The local Stripe does not serve it.`);
   }
 
   reset(): void {
@@ -126,7 +126,7 @@ export class FakeStripeResources {
       'disabled',
     ]);
     if (booleanParam(params, 'connect') === true) {
-      throw invalidParam('connect', 'The fake Stripe does not support Connect webhook endpoints.');
+      throw invalidParam('connect', 'The local Stripe does not support Connect webhook endpoints.');
     }
     const apiVersion = stringParam(params, 'api_version');
     if (apiVersion !== undefined && !API_VERSION_PATTERN.test(apiVersion)) {
@@ -199,12 +199,12 @@ export class FakeStripeResources {
 
   // -- Events ----------------------------------------------------------------------------------
 
-  addEvent(event: FakeStripeEvent): void {
+  addEvent(event: LocalStripeEvent): void {
     if (event.object !== 'event' || typeof event.id !== 'string' || !Number.isInteger(event.created)) {
       throw new TypeError('addEvent expects a Stripe event object (see stripeEvent() in stripeFixtures.ts)');
     }
     if (this.events.has(event.id)) {
-      throw new Error(`The fake Stripe already has event ${event.id}`);
+      throw new Error(`The local Stripe already has event ${event.id}`);
     }
     this.events.set(event.id, { event: structuredClone(event), sequence: this.eventSequence++ });
   }
@@ -212,7 +212,7 @@ export class FakeStripeResources {
   private listEvents({ livemode, params }: ApiCall): unknown {
     rejectUnknownParams(params, [...LIST_PARAMS, 'created', 'type', 'types', 'delivery_success']);
     if (params.delivery_success !== undefined) {
-      const message = 'The fake Stripe does not track deliveries: delivery_success is not supported.';
+      const message = 'The local Stripe does not track deliveries: delivery_success is not supported.';
       throw invalidParam('delivery_success', message);
     }
     const hasType = eventTypeFilter(params);
@@ -224,7 +224,7 @@ export class FakeStripeResources {
     return listPage(newestFirst, params, '/v1/events', 'event');
   }
 
-  private retrieveEvent({ livemode, params, pathParams }: ApiCall): FakeStripeEvent {
+  private retrieveEvent({ livemode, params, pathParams }: ApiCall): LocalStripeEvent {
     rejectUnknownParams(params, []);
     const id = pathParams[0] as string;
     const event = this.events.get(id)?.event;

@@ -1,23 +1,24 @@
 /**
- * Behaviour of the fake Stripe, checked with the real stripe-node client so the fake stays faithful to
+ * Behaviour of the local Stripe, checked with the real stripe-node client so the fake stays faithful to
  * how our code (and Stripe) speak. The object builders and signing are tested in localStripe/test/.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
-import { startFakeStripe, type FakeStripe } from './fakeStripe';
-import { charge, checkoutSession, signedDelivery, stripeEvent, subscription } from './stripeFixtures';
-import { decodeStripeForm, FormDecodeError } from './stripeForm';
+import { startLocalStripe, type LocalStripe } from '../server';
+import { charge, checkoutSession, stripeEvent, subscription } from '../objects';
+import { signedDelivery } from '../signing';
+import { decodeStripeForm, FormDecodeError } from '../form';
 
 const TEST_KEY = 'sk_test_fake_key_for_tests';
 const LIVE_KEY = 'sk_live_fake_key_for_tests';
 const LOCAL_WEBHOOK_URL = 'http://127.0.0.1:9/stripe/webhook';
 const HTTPS_WEBHOOK_URL = 'https://credits.example.com/stripe/webhook';
 
-let fake: FakeStripe;
+let fake: LocalStripe;
 
 beforeAll(async () => {
-  fake = await startFakeStripe();
+  fake = await startLocalStripe();
 });
 
 afterAll(async () => {

@@ -15,17 +15,18 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { invalidParam, StripeApiError } from './fakeStripeApi';
+import { invalidParam, StripeApiError } from './apiConventions';
 import {
-  FakeStripeResources,
+  LocalStripeResources,
   type CheckoutLineItemInput,
-  type FakeStripeEvent,
+  type LocalStripeEvent,
   type WebhookEndpointWithSecret,
-} from './fakeStripeResources';
-import { DEFAULT_EVENT_API_VERSION, signedDelivery, stripeId, type WebhookDelivery } from './stripeFixtures';
-import { decodeStripeForm, FormDecodeError, type FormObject } from './stripeForm';
+} from './resources';
+import { DEFAULT_EVENT_API_VERSION, stripeId } from './objects';
+import { signedDelivery, type WebhookDelivery } from './signing';
+import { decodeStripeForm, FormDecodeError, type FormObject } from './form';
 
-export type { CheckoutLineItemInput, FakeStripeEvent, WebhookEndpointWithSecret } from './fakeStripeResources';
+export type { CheckoutLineItemInput, LocalStripeEvent, WebhookEndpointWithSecret } from './resources';
 
 const LOOPBACK_HOST = '127.0.0.1';
 const DEFAULT_DELIVERY_TIMEOUT_MILLIS = 30_000;
@@ -64,7 +65,7 @@ export interface EndpointDeliveryResult extends DeliveryResult {
   url: string;
 }
 
-export interface FakeStripe {
+export interface LocalStripe {
   /** e.g. `http://127.0.0.1:38211` */
   readonly baseUrl: string;
   /** Spread into stripe-node's config: `new Stripe(key, { ...fake.stripeConfig })`. */
@@ -74,7 +75,7 @@ export interface FakeStripe {
   /** Current endpoints of both modes, oldest first, including their signing secrets. */
   webhookEndpoints(): WebhookEndpointWithSecret[];
   /** Makes an event listable and retrievable (in its own mode), as if Stripe had created it. */
-  addEvent(event: FakeStripeEvent): void;
+  addEvent(event: LocalStripeEvent): void;
   /** Line items of a Checkout Session; the mode follows the id (`cs_live_…`) unless given. */
   setCheckoutLineItems(sessionId: string, items: CheckoutLineItemInput[], options?: { livemode?: boolean }): void;
   /** Stores (or replaces) a subscription for `GET /v1/subscriptions/:id`. */
@@ -85,7 +86,7 @@ export interface FakeStripe {
   deliver(event: object | string, url: string, options?: DeliverOptions): Promise<DeliveryResult>;
   /** Delivers to every enabled endpoint of the event's mode subscribed to its type (or '*'), one by one. */
   deliverToEndpoints(
-    event: FakeStripeEvent,
+    event: LocalStripeEvent,
     options?: Omit<DeliverOptions, 'secrets'>,
   ): Promise<EndpointDeliveryResult[]>;
   /** Forgets all objects, recorded requests and pending failures. */
@@ -93,15 +94,15 @@ export interface FakeStripe {
   close(): Promise<void>;
 }
 
-export async function startFakeStripe(options: { host?: typeof LOOPBACK_HOST } = {}): Promise<FakeStripe> {
-  const fake = new FakeStripeServer(options.host ?? LOOPBACK_HOST);
+export async function startLocalStripe(options: { host?: typeof LOOPBACK_HOST } = {}): Promise<LocalStripe> {
+  const fake = new LocalStripeServer(options.host ?? LOOPBACK_HOST);
   await fake.listen();
   return fake;
 }
 
 // ---------------------------------------------------------------------------------------------
 
-class FakeStripeServer implements FakeStripe {
+class LocalStripeServer implements LocalStripe {
   private readonly server = http.createServer((req, res) => {
     this.handle(req, res).catch((error: unknown) => res.destroy(error instanceof Error ? error : undefined));
   });
@@ -109,7 +110,7 @@ class FakeStripeServer implements FakeStripe {
   private closing: Promise<void> | undefined;
   private readonly recorded: RecordedRequest[] = [];
   private pendingFailures: number[] = [];
-  private readonly resources = new FakeStripeResources();
+  private readonly resources = new LocalStripeResources();
   /** First answer per Idempotency-Key (scoped by mode), with the request it answered. */
   private readonly idempotentResults = new Map<string, { request: string; status: number; payload: unknown }>();
 
@@ -130,7 +131,7 @@ class FakeStripeServer implements FakeStripe {
     return `http://${this.host}:${this.port}`;
   }
 
-  get stripeConfig(): FakeStripe['stripeConfig'] {
+  get stripeConfig(): LocalStripe['stripeConfig'] {
     return { host: this.host, port: this.port, protocol: 'http' };
   }
 
@@ -158,7 +159,7 @@ class FakeStripeServer implements FakeStripe {
     return this.resources.webhookEndpoints();
   }
 
-  addEvent(event: FakeStripeEvent): void {
+  addEvent(event: LocalStripeEvent): void {
     this.resources.addEvent(event);
   }
 
@@ -207,7 +208,7 @@ class FakeStripeServer implements FakeStripe {
       record.body = decodeRequestBody(rawBody, req.headers['content-type']);
       const injectedStatus = this.pendingFailures.shift();
       if (injectedStatus !== undefined) {
-        throw new StripeApiError(injectedStatus, `Simulated ${injectedStatus} failure (fake Stripe failNext).`);
+        throw new StripeApiError(injectedStatus, `Simulated ${injectedStatus} failure (local Stripe failNext).`);
       }
       if (livemode === null) {
         throw unauthenticated(authorization);
@@ -271,7 +272,7 @@ class FakeStripeServer implements FakeStripe {
     if (secrets.length === 0) {
       const mode = livemode ? 'live' : 'test';
       throw new Error(
-        `The fake Stripe has no ${mode} mode webhook endpoint for ${url}: create one or pass options.secrets`,
+        `The local Stripe has no ${mode} mode webhook endpoint for ${url}: create one or pass options.secrets`,
       );
     }
     const delivery = signedDelivery(event, secrets, { timestampSeconds: options.timestampSeconds });
@@ -279,7 +280,7 @@ class FakeStripeServer implements FakeStripe {
   }
 
   async deliverToEndpoints(
-    event: FakeStripeEvent,
+    event: LocalStripeEvent,
     options: Omit<DeliverOptions, 'secrets'> = {},
   ): Promise<EndpointDeliveryResult[]> {
     const subscribed = this.resources.webhookEndpoints().filter(
@@ -328,7 +329,7 @@ function toApiError(error: unknown): StripeApiError {
     return invalidParam(error.param, error.message);
   }
   const message = error instanceof Error ? error.message : String(error);
-  return new StripeApiError(500, `Internal error in the fake Stripe: ${message}`);
+  return new StripeApiError(500, `Internal error in the local Stripe: ${message}`);
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {

@@ -1,9 +1,9 @@
 /**
- * Stripe v1 API conventions for the fake server (fakeStripe.ts): error bodies, reading typed
+ * Stripe v1 API conventions for the local Stripe server (server.ts): error bodies, reading typed
  * parameters out of a decoded form, list pagination and `created` range filters. Messages and codes
  * follow what api.stripe.com answers, so client code sees the errors it would see in production.
  */
-import type { FormObject, FormValue } from './stripeForm';
+import type { FormObject, FormValue } from './form';
 
 export type StripeErrorType = 'invalid_request_error' | 'api_error' | 'idempotency_error';
 
