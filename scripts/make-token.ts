@@ -13,7 +13,9 @@ product's sign-in would issue it. Use it for the balance and its live stream:
   curl -H "Authorization: Bearer $(npm run -s make-token -- --user alice)" http://127.0.0.1:3000/api/v1/billing/credits
 
 Signed with AUTH_JWT_SECRET or AUTH_JWT_SECRET_FILE when set (give it the service's), else with the
-development key \`npm start\` keeps in .data/auth-jwt-secret (made now if it is not there yet).
+development key \`npm start\` keeps in .data/auth-jwt-secret (made now if it is not there yet); with the
+issuer and audience of AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE when set. Paste it into the credits page
+(http://127.0.0.1:3000/billing/) to sign in there.
 Refuses to run when NODE_ENV=production: there, sessions come from the product's sign-in only.
 
 Options:
@@ -37,6 +39,10 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const config = loadConfig(process.env);
+  if (config.authJwksUrl) {
+    console.error('make-token cannot sign for a service that checks tokens against AUTH_JWKS_URL: only the product’s sign-in holds that private key. Unset AUTH_JWKS_URL to use a shared key.');
+    process.exit(1);
+  }
   let key = config.authJwtSecret;
   let keySource = 'AUTH_JWT_SECRET';
   if (key === undefined) {
@@ -46,7 +52,8 @@ async function main(): Promise<void> {
   }
 
   const issuedAtSeconds = Math.floor(Date.now() / 1000);
-  const token = await new SignJWT({})
+  const claims = { ...(config.authJwtIssuer ? { iss: config.authJwtIssuer } : {}), ...(config.authJwtAudience ? { aud: config.authJwtAudience } : {}) };
+  const token = await new SignJWT(claims)
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(userId!)
     .setIssuedAt(issuedAtSeconds)

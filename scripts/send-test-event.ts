@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 import { signedDelivery } from '../localStripe/signing';
-import { readBalance, type CreditBalance } from '../service/credits/balance';
+import { readCreditsView, type CreditsView } from '../service/billing/creditsView';
 import { ConfigError, loadConfig, type Config } from '../service/config';
 import { connectDatabase } from '../service/db';
 import { createLogger } from '../service/logger';
@@ -114,7 +114,7 @@ async function callService(baseUrl: URL, route: string, init: RequestInit = {}):
   }
 }
 
-type BalanceReader = () => Promise<CreditBalance>;
+type BalanceReader = () => Promise<CreditsView>;
 
 /** Where this script can read the user's balance: the service's own route, else the database; or why it cannot. */
 async function balanceReader(config: Config, baseUrl: URL, userId: string): Promise<{ read?: BalanceReader; why?: string; close(): Promise<void> }> {
@@ -126,7 +126,7 @@ async function balanceReader(config: Config, baseUrl: URL, userId: string): Prom
     const read = async () => {
       const response = await callService(baseUrl, '/api/v1/billing/credits', { headers: { authorization: `Bearer ${token}` } });
       if (!response.ok) throw new Error(`GET /api/v1/billing/credits answered ${response.status}`);
-      return (await response.json()) as CreditBalance;
+      return (await response.json()) as CreditsView;
     };
     try {
       await read();
@@ -138,13 +138,13 @@ async function balanceReader(config: Config, baseUrl: URL, userId: string): Prom
   }
   if (config.databaseUrl) {
     const db = connectDatabase({ connectionString: config.databaseUrl, poolMax: 1, logger: createLogger('silent') });
-    return { read: () => readBalance(db, userId), close: () => db.close() };
+    return { read: () => readCreditsView(db, userId), close: () => db.close() };
   }
   return { why: `${routeProblem}, and no DATABASE_URL to read it from`, close: async () => undefined };
 }
 
-function describe(balance: CreditBalance): string {
-  return `${balance.totalCredits} credits (${balance.purchasedCredits} purchased, ${balance.subscriptionCredits} subscription)`;
+function describe(balance: CreditsView): string {
+  return `${balance.total_credits} credits (${balance.purchased_credits_balance} purchased, ${balance.credits_remaining} subscription)`;
 }
 
 async function main(): Promise<void> {

@@ -1,10 +1,11 @@
-import Router from '@koa/router';
 import Koa from 'koa';
 import { describeError, type Database } from './db';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
+import { createRouter } from './router';
 import { BalanceNotifier } from './users/balanceNotifier';
 import { userRoutes } from './users/routes';
+import { sessionVerifier, type SessionTokenOptions } from './users/sessionTokens';
 import type { EventContext } from './webhook/processEvent';
 import { stripeWebhookHandler, webhookPath } from './webhook/route';
 import type { SecretStore } from './webhook/secretStore';
@@ -16,8 +17,8 @@ export interface AppDeps {
   eventContext: EventContext;
   stripeMode: 'test' | 'live';
   maxBodyBytes: number;
-  /** HS256 key for user sessions; without it the user routes are not mounted. */
-  jwtSecret?: string;
+  /** How user session tokens are checked; without it the user routes are not mounted. */
+  sessionTokens?: SessionTokenOptions;
   metrics?: Metrics;
   notifier?: BalanceNotifier;
   nowMillis?: () => number;
@@ -38,6 +39,9 @@ export function createApp(deps: AppDeps): App {
   const notifier = deps.notifier ?? new BalanceNotifier();
   const { logger } = deps;
   const koa = new Koa({ proxy: true });
+  // Every writer of credits (webhook, sync, spending) reports here after its commit: the one place that
+  // tells this process's open streams (other replicas hear it through PostgreSQL NOTIFY).
+  const balanceChanged = (userId: string) => notifier.notify(userId);
 
   koa.use(async (ctx, next) => {
     try {
@@ -45,9 +49,12 @@ export function createApp(deps: AppDeps): App {
       if (ctx.status === 404 && ctx.body === undefined) ctx.throw(404, `No route for ${ctx.method} ${ctx.path}.`);
     } catch (error) {
       const status = httpStatusOf(error);
+      // A 5xx thrown on purpose with a reason (a dependency unavailable) says so; any other is a bug, told to nobody but the log.
+      const reason = (error as { reason?: unknown }).reason;
+      const deliberate = typeof reason === 'string' && status !== 500;
       ctx.status = status;
-      ctx.body = { error: status >= 500 ? 'internal_error' : ((error as { reason?: string }).reason ?? 'request_error'), message: status >= 500 ? 'Internal error.' : (error as Error).message };
-      if (status >= 500) ctx.app.emit('error', error, ctx);
+      ctx.body = status >= 500 && !deliberate ? { error: 'internal_error', message: 'Internal error.' } : { error: typeof reason === 'string' ? reason : 'request_error', message: (error as Error).message };
+      if (status >= 500 && !deliberate) ctx.app.emit('error', error, ctx);
     }
   });
   koa.on('error', (error: unknown, ctx?: Koa.Context) => {
@@ -59,7 +66,7 @@ export function createApp(deps: AppDeps): App {
     logger.error({ err: describeError(error), method: ctx?.method, path: ctx?.path }, 'unhandled request error');
   });
 
-  const router = new Router();
+  const router = createRouter();
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
   });
@@ -85,7 +92,7 @@ export function createApp(deps: AppDeps): App {
       stripeMode: deps.stripeMode,
       maxBodyBytes: deps.maxBodyBytes,
       nowMillis: deps.nowMillis ?? Date.now,
-      onBalanceChanged: (userId) => notifier.notify(userId),
+      onBalanceChanged: balanceChanged,
     }),
   );
   router.all(webhookPath, (ctx) => {
@@ -95,8 +102,9 @@ export function createApp(deps: AppDeps): App {
   });
   koa.use(router.routes());
 
-  if (deps.jwtSecret) {
-    const users = userRoutes({ db: deps.db, logger, jwtSecret: deps.jwtSecret, notifier, heartbeatMillis: deps.heartbeatMillis, shutdownSignal: deps.shutdownSignal });
+  if (deps.sessionTokens) {
+    const verifySession = sessionVerifier(deps.sessionTokens);
+    const users = userRoutes({ db: deps.db, logger, verifySession, notifier, heartbeatMillis: deps.heartbeatMillis, shutdownSignal: deps.shutdownSignal });
     koa.use(users.routes());
     koa.use(users.allowedMethods());
   }

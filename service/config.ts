@@ -21,8 +21,21 @@ export interface Config {
   logLevel: string;
   webhookMaxBodyBytes: number;
   creditCatalogFile: string | undefined;
-  /** HS256 key for user routes; absent disables them. */
+  /** HS256 key of the product's session tokens (at least 32 bytes); absent outside production: a development key. */
   authJwtSecret: string | undefined;
+  /** Instead of the HS256 key: the product's JSON Web Key Set (RS256/ES256 session tokens). */
+  authJwksUrl: URL | undefined;
+  authJwtIssuer: string | undefined;
+  authJwtAudience: string | undefined;
+  /** Bearer token of the service-to-service routes (consume); absent outside production: a development token. */
+  serviceApiToken: string | undefined;
+  /** Exact origins (scheme://host[:port]) whose pages may call the user routes from the browser. */
+  corsAllowedOrigins: string[];
+  /** Where Stripe Checkout sends the buyer back; absent outside production: the service's own /billing/ page. */
+  billingSuccessUrl: string | undefined;
+  billingCancelUrl: string | undefined;
+  /** Development only, with neither STRIPE_API_KEY nor STRIPE_API_BASE set: an in-process local Stripe. */
+  useLocalStripe: boolean;
   dataDir: string;
 }
 
@@ -35,6 +48,8 @@ const defaultWebhookMaxBodyBytes = 1024 * 1024;
 const defaultDatabasePoolMax = 10;
 const defaultStripeApiBase = 'https://api.stripe.com';
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+/** HS256 keys shorter than the hash (RFC 7518 §3.2) are refused; so are shorter service tokens. */
+export const minimumKeyBytes = 32;
 
 type Env = Record<string, string | undefined>;
 
@@ -70,6 +85,22 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
 
+  const authJwtSecret = readSecretValue(env, 'AUTH_JWT_SECRET');
+  if (authJwtSecret !== undefined && Buffer.byteLength(authJwtSecret) < minimumKeyBytes) {
+    throw new ConfigError(`AUTH_JWT_SECRET (or the file named by AUTH_JWT_SECRET_FILE) is shorter than ${minimumKeyBytes} bytes; use a random key such as \`openssl rand -hex 32\`.`);
+  }
+  const authJwksUrl = optionalUrl(env, 'AUTH_JWKS_URL', 'https://login.example.com/.well-known/jwks.json');
+  if (authJwtSecret !== undefined && authJwksUrl !== undefined) {
+    throw new ConfigError('Both AUTH_JWT_SECRET and AUTH_JWKS_URL are set; session tokens are checked with one of them: keep only one.');
+  }
+  if (authJwksUrl && authJwksUrl.protocol !== 'https:' && !(authJwksUrl.protocol === 'http:' && isLoopbackHost(authJwksUrl.hostname))) {
+    throw new ConfigError(`AUTH_JWKS_URL must be an https:// URL (http:// only for 127.0.0.1 or localhost), got "${authJwksUrl.toString()}".`);
+  }
+  const serviceApiToken = readSecretValue(env, 'SERVICE_API_TOKEN');
+  if (serviceApiToken !== undefined && Buffer.byteLength(serviceApiToken) < minimumKeyBytes) {
+    throw new ConfigError(`SERVICE_API_TOKEN (or the file named by SERVICE_API_TOKEN_FILE) is shorter than ${minimumKeyBytes} bytes; use a random token such as \`openssl rand -hex 32\`.`);
+  }
+
   const logLevel = nonEmpty(env.LOG_LEVEL) ?? 'info';
   if (!logLevels.includes(logLevel)) {
     throw new ConfigError(`LOG_LEVEL must be one of ${logLevels.join(', ')}, got "${logLevel}".`);
@@ -88,7 +119,15 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     webhookMaxBodyBytes: integer(env, 'WEBHOOK_MAX_BODY_BYTES', defaultWebhookMaxBodyBytes, 1, 64 * 1024 * 1024),
     creditCatalogFile: nonEmpty(env.CREDIT_CATALOG_FILE),
-    authJwtSecret: readSecretValue(env, 'AUTH_JWT_SECRET'),
+    authJwtSecret,
+    authJwksUrl,
+    authJwtIssuer: nonEmpty(env.AUTH_JWT_ISSUER),
+    authJwtAudience: nonEmpty(env.AUTH_JWT_AUDIENCE),
+    serviceApiToken,
+    corsAllowedOrigins: origins(env, 'CORS_ALLOWED_ORIGINS'),
+    billingSuccessUrl: checkoutReturnUrl(env, 'BILLING_SUCCESS_URL'),
+    billingCancelUrl: checkoutReturnUrl(env, 'BILLING_CANCEL_URL'),
+    useLocalStripe: !production && stripeApiKey === undefined && nonEmpty(env.STRIPE_API_BASE) === undefined,
     dataDir: path.resolve(nonEmpty(env.DATA_DIR) ?? '.data'),
   };
 }
@@ -143,6 +182,42 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}".`);
   }
   return value;
+}
+
+function optionalUrl(env: Env, name: string, example: string): URL | undefined {
+  return nonEmpty(env[name]) === undefined ? undefined : url(env, name, example);
+}
+
+export function isLoopbackHost(hostname: string): boolean {
+  return hostname === '127.0.0.1' || hostname === 'localhost' || hostname === '[::1]' || hostname === '::1';
+}
+
+/** Comma-separated exact origins; a wildcard would let any site spend a signed-in user's session. */
+function origins(env: Env, name: string): string[] {
+  const raw = nonEmpty(env[name]);
+  if (raw === undefined) return [];
+  return raw.split(',').map((entry) => {
+    const text = entry.trim();
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(text);
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || text.includes('*') || !/^https?:$/.test(parsed.protocol) || parsed.origin !== text.replace(/\/$/, '')) {
+      throw new ConfigError(`${name} takes exact origins such as https://app.example.com (scheme, host and port; no path, no wildcard), separated by commas; "${text}" is not one.`);
+    }
+    return parsed.origin;
+  });
+}
+
+/** A Checkout return URL: absolute http(s); Stripe fills in {CHECKOUT_SESSION_ID} if it is there. */
+function checkoutReturnUrl(env: Env, name: string): string | undefined {
+  const raw = nonEmpty(env[name]);
+  if (raw === undefined) return undefined;
+  const parsed = url(env, name, 'https://app.example.com/billing/?checkout=success');
+  if (!/^https?:$/.test(parsed.protocol)) throw new ConfigError(`${name} must be an http(s) URL, got "${raw}".`);
+  return raw;
 }
 
 function url(env: Env, name: string, fallback: string): URL {

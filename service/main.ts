@@ -11,6 +11,7 @@ import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
 import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
 import { createStripeClient, lineItemsFetcher } from './stripeApi';
+import type { SessionTokenOptions } from './users/sessionTokens';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
 
@@ -68,7 +69,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
   const catalog = loadCatalog(config.creditCatalogFile);
   const stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
   if (!stripe) logger.warn('STRIPE_API_KEY not set: credits can come only from metadata.credits, not from the catalog by price');
-  const jwtSecret = await sessionKey(config, logger);
+  const sessionTokens = await sessionTokenOptions(config, logger);
 
   const shutdown = new AbortController();
   const app = createApp({
@@ -78,7 +79,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     eventContext: { catalog, fetchLineItems: stripe ? lineItemsFetcher(stripe) : undefined },
     stripeMode: config.stripeMode,
     maxBodyBytes: config.webhookMaxBodyBytes,
-    jwtSecret,
+    sessionTokens,
     shutdownSignal: shutdown.signal,
   });
   const stopListening = await db.listen(
@@ -132,20 +133,22 @@ async function loadWebhookSecrets(config: Config, logger: Logger): Promise<Secre
   return watchSecretFile(devSecret.path, { logger });
 }
 
-/** The key of user session tokens; in development one is made up, so that the balance routes work too. */
-async function sessionKey(config: Config, logger: Logger): Promise<string | undefined> {
-  if (config.authJwtSecret) return config.authJwtSecret;
+/** How user session tokens are checked; in development a key is made up, so that the balance routes work too. */
+async function sessionTokenOptions(config: Config, logger: Logger): Promise<SessionTokenOptions | undefined> {
+  const claims = { issuer: config.authJwtIssuer, audience: config.authJwtAudience };
+  if (config.authJwksUrl) return { key: { kind: 'jwks', url: config.authJwksUrl }, ...claims };
+  if (config.authJwtSecret) return { key: { kind: 'secret', secret: config.authJwtSecret }, ...claims };
   if (config.production) {
-    logger.warn('AUTH_JWT_SECRET not set: the user balance routes (/api/v1/billing/credits) are disabled');
+    logger.warn('Neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set: the user routes (/api/v1/billing/credits, checkout, sync-payment, ledger) are disabled');
     return undefined;
   }
   const devKey = await ensureDevSessionKey(config.dataDir);
   logger.warn(
     { keyFile: devKey.path },
     `AUTH_JWT_SECRET not set: ${devKey.created ? 'generated' : 'reused'} the development session key in ${devKey.path}. ` +
-      'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE for real use.',
+      'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE or AUTH_JWKS_URL for real use.',
   );
-  return devKey.value;
+  return { key: { kind: 'secret', secret: devKey.value }, ...claims };
 }
 
 /** One line on stderr naming the cause and the fix, and the cause's exit code (README: start-up failures). */

@@ -115,3 +115,40 @@ test.each([
 ])('%p is refused with a message that says what is expected', (env, message) => {
   expect(() => loadConfig(env)).toThrow(message);
 });
+
+describe('session tokens, the service token, CORS and Checkout return URLs', () => {
+  test('a session key or service token shorter than 32 bytes is refused at start-up, naming the variable', () => {
+    expect(() => loadConfig({ AUTH_JWT_SECRET: 'short-secret' })).toThrow(/AUTH_JWT_SECRET .*shorter than 32 bytes/);
+    expect(() => loadConfig({ SERVICE_API_TOKEN: 'x'.repeat(31) })).toThrow(/SERVICE_API_TOKEN .*shorter than 32 bytes/);
+    expect(loadConfig({ AUTH_JWT_SECRET: 'k'.repeat(32), SERVICE_API_TOKEN: 't'.repeat(32) })).toMatchObject({ authJwtSecret: 'k'.repeat(32), serviceApiToken: 't'.repeat(32) });
+  });
+
+  test('tokens are checked with a shared key or a key set, not both; a key set is fetched over https (http only on loopback)', () => {
+    expect(() => loadConfig({ AUTH_JWT_SECRET: 'k'.repeat(32), AUTH_JWKS_URL: 'https://login.example.com/jwks.json' })).toThrow('keep only one');
+    expect(() => loadConfig({ AUTH_JWKS_URL: 'http://login.example.com/jwks.json' })).toThrow('AUTH_JWKS_URL must be an https:// URL');
+    expect(loadConfig({ AUTH_JWKS_URL: 'http://127.0.0.1:9999/jwks.json', AUTH_JWT_ISSUER: 'https://login.example.com', AUTH_JWT_AUDIENCE: 'credits' })).toMatchObject({
+      authJwksUrl: new URL('http://127.0.0.1:9999/jwks.json'),
+      authJwtIssuer: 'https://login.example.com',
+      authJwtAudience: 'credits',
+    });
+  });
+
+  test('CORS takes exact origins only: no wildcard, no path', () => {
+    expect(loadConfig({ CORS_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:5173' }).corsAllowedOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
+    for (const bad of ['*', 'https://*.example.com', 'https://app.example.com/billing', 'app.example.com', 'ftp://app.example.com']) {
+      expect(() => loadConfig({ CORS_ALLOWED_ORIGINS: bad })).toThrow('CORS_ALLOWED_ORIGINS takes exact origins');
+    }
+  });
+
+  test('Checkout return URLs must be absolute http(s) URLs', () => {
+    expect(loadConfig({ BILLING_SUCCESS_URL: 'https://app.example.com/billing?checkout=success&session_id={CHECKOUT_SESSION_ID}' }).billingSuccessUrl).toContain('{CHECKOUT_SESSION_ID}');
+    expect(() => loadConfig({ BILLING_CANCEL_URL: '/billing' })).toThrow('BILLING_CANCEL_URL');
+  });
+
+  test('the local Stripe is used only in development with neither STRIPE_API_KEY nor STRIPE_API_BASE', () => {
+    expect(loadConfig({}).useLocalStripe).toBe(true);
+    expect(loadConfig({ STRIPE_API_KEY: 'sk_test_x' }).useLocalStripe).toBe(false);
+    expect(loadConfig({ STRIPE_API_BASE: 'http://127.0.0.1:12111' }).useLocalStripe).toBe(false);
+    expect(loadConfig(production).useLocalStripe).toBe(false);
+  });
+});

@@ -76,7 +76,7 @@ test('with no settings: an embedded PostgreSQL at a logged address, development 
   const token = await makeToken('alice');
   const balance = await fetch(`${first.url}${balancePath}`, { headers: { Authorization: `Bearer ${token}` } });
   expect(balance.status).toBe(200);
-  expect(await balance.json()).toMatchObject({ userId: 'alice', purchasedCredits: 250, totalCredits: 250 });
+  expect(await balance.json()).toMatchObject({ user_id: 'alice', purchased_credits_balance: 250, total_credits: 250 });
 
   // The logged address is one psql can use, for the README's troubleshooting queries.
   const address = /psql (postgres:\/\/\S+)/.exec(messages(first).join('\n'))![1]!;
@@ -94,7 +94,7 @@ test('with no settings: an embedded PostgreSQL at a logged address, development 
   );
   expect(messages(second).join('\n')).not.toMatch(/generated|creating the embedded PostgreSQL/);
   const again = await fetch(`${second.url}${balancePath}`, { headers: { Authorization: `Bearer ${token}` } });
-  expect(await again.json()).toMatchObject({ userId: 'alice', purchasedCredits: 250 });
+  expect(await again.json()).toMatchObject({ user_id: 'alice', purchased_credits_balance: 250 });
 }, 90_000);
 
 test('a second npm start on the same data dir is refused; after a kill, the next start takes over the lock and the PostgreSQL left behind', async () => {

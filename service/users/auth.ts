@@ -1,42 +1,39 @@
 import type Koa from 'koa';
-import { jwtVerify } from 'jose';
+import { SessionRejected, type Session, type SessionVerifier } from './sessionTokens';
 
-export interface UserSession {
-  userId: string;
-  /** When the token expires (ms since epoch), if it says; open streams close then. */
-  expiresAtMillis: number | undefined;
+const realm = 'billing';
+const keySetRetryAfterSeconds = 5;
+
+/** `Authorization: Bearer <token>` (the scheme in any case), or undefined. */
+export function bearerToken(header: string): string | undefined {
+  return /^bearer\s+(\S+)\s*$/i.exec(header)?.[1];
 }
 
 /**
- * Our product's user sessions are HS256 JWTs whose `sub` is the user id (the same id sent to Checkout as
- * client_reference_id). Browsers' EventSource cannot set headers, so the stream alone also accepts
- * `?access_token=` (nginx logs paths without query strings).
+ * The signed-in user of a request, from `Authorization: Bearer <session token>` only (never from the URL).
+ * Every failure is a 401 naming the Bearer scheme (RFC 6750), or a 503 when the key set is unreachable.
  */
-export function userAuthenticator(jwtSecret: string) {
-  const key = new TextEncoder().encode(jwtSecret);
-  return async function authenticate(ctx: Koa.Context, options: { allowQueryToken?: boolean } = {}): Promise<UserSession> {
-    const token = bearerToken(ctx.get('authorization')) ?? (options.allowQueryToken ? queryToken(ctx) : undefined);
-    ctx.set('WWW-Authenticate', 'Bearer');
-    if (!token) ctx.throw(401, 'Missing bearer token: send "Authorization: Bearer <session token>".');
-    try {
-      const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'] });
-      if (typeof payload.sub === 'string' && payload.sub) {
-        ctx.remove('WWW-Authenticate');
-        return { userId: payload.sub, expiresAtMillis: typeof payload.exp === 'number' ? payload.exp * 1000 : undefined };
-      }
-    } catch {
-      // Expired, tampered or foreign token: same answer, no detail for an attacker.
+export function userAuthenticator(verify: SessionVerifier) {
+  return async function authenticate(ctx: Koa.Context): Promise<Session> {
+    const token = bearerToken(ctx.get('authorization'));
+    if (!token) {
+      ctx.set('WWW-Authenticate', `Bearer realm="${realm}"`);
+      return ctx.throw(401, 'Missing bearer token: send "Authorization: Bearer <session token>".', { reason: 'unauthenticated' });
     }
-    return ctx.throw(401, 'Invalid or expired session token: sign in again.');
+    return verifyOrThrow(ctx, verify, token);
   };
 }
 
-function bearerToken(header: string): string | undefined {
-  const match = /^bearer\s+(\S+)\s*$/i.exec(header);
-  return match?.[1];
-}
-
-function queryToken(ctx: Koa.Context): string | undefined {
-  const value = ctx.query.access_token;
-  return typeof value === 'string' && value ? value : undefined;
+export async function verifyOrThrow(ctx: Koa.Context, verify: SessionVerifier, token: string): Promise<Session> {
+  try {
+    return await verify(token);
+  } catch (error) {
+    if (!(error instanceof SessionRejected)) throw error;
+    if (error.status === 503) {
+      ctx.set('Retry-After', String(keySetRetryAfterSeconds));
+      return ctx.throw(503, error.message, { reason: 'sign_in_keys_unavailable' });
+    }
+    ctx.set('WWW-Authenticate', `Bearer realm="${realm}", error="invalid_token"`);
+    return ctx.throw(401, error.message, { reason: 'invalid_token' });
+  }
 }

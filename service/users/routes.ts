@@ -1,15 +1,19 @@
-import Router from '@koa/router';
-import { PassThrough } from 'node:stream';
-import { readBalance } from '../credits/balance';
+import type Router from '@koa/router';
+import type Koa from 'koa';
+import { readCreditsView } from '../billing/creditsView';
 import type { Database } from '../db';
 import type { Logger } from '../logger';
+import { createRouter } from '../router';
 import { userAuthenticator } from './auth';
 import type { BalanceNotifier } from './balanceNotifier';
+import { openBalanceStream } from './balanceStream';
+import type { Session, SessionVerifier } from './sessionTokens';
+import { createStreamTicket, redeemStreamTicket } from './streamTickets';
 
 export interface UserRouteDeps {
   db: Database;
   logger: Logger;
-  jwtSecret: string;
+  verifySession: SessionVerifier;
   notifier: BalanceNotifier;
   /** A comment line this often keeps proxies from closing an idle stream. */
   heartbeatMillis?: number;
@@ -17,61 +21,57 @@ export interface UserRouteDeps {
   shutdownSignal?: AbortSignal;
 }
 
+export const creditsPath = '/api/v1/billing/credits';
 const defaultHeartbeatMillis = 15_000;
 
-/** The signed-in user's own credits, as JSON and as a live Server-Sent Events stream. */
+/** The signed-in user's own credits: as JSON, as a live Server-Sent Events stream, and the stream's tickets. */
 export function userRoutes(deps: UserRouteDeps): Router {
-  const authenticate = userAuthenticator(deps.jwtSecret);
-  const router = new Router({ prefix: '/api/v1/billing/credits' });
+  const authenticate = userAuthenticator(deps.verifySession);
+  const router = createRouter();
 
-  router.get('/', async (ctx) => {
+  router.get(creditsPath, async (ctx) => {
     const { userId } = await authenticate(ctx);
     ctx.set('Cache-Control', 'no-store');
-    ctx.body = await readBalance(deps.db, userId);
+    ctx.body = await readCreditsView(deps.db, userId);
   });
 
-  router.get('/stream', async (ctx) => {
-    const { userId, expiresAtMillis } = await authenticate(ctx, { allowQueryToken: true });
-    const stream = new PassThrough();
-    let lastSent = '';
-    let sending = Promise.resolve();
+  // Browsers' EventSource cannot send headers: the page asks for a ticket with its session, then opens the
+  // stream with `?ticket=`. A ticket is random, lives 60 s and opens one stream; the session token itself
+  // never appears in a URL (nor in nginx's error log, which quotes request lines).
+  router.post(`${creditsPath}/stream-ticket`, async (ctx) => {
+    const session = await authenticate(ctx);
+    const { ticket, expiresAt } = await createStreamTicket(deps.db, session);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.status = 201;
+    ctx.body = { ticket, expires_at: expiresAt.toISOString() };
+  });
 
-    const sendBalance = () => {
-      sending = sending.then(async () => {
-        try {
-          const balance = JSON.stringify(await readBalance(deps.db, userId));
-          if (balance !== lastSent) {
-            lastSent = balance;
-            stream.write(`event: balance\ndata: ${balance}\n\n`);
-          }
-        } catch (error) {
-          deps.logger.warn({ userId, reason: (error as Error).message }, 'could not read balance for stream; will retry on the next change');
-        }
+  router.get(`${creditsPath}/stream`, async (ctx) => {
+    const session = await streamSession(ctx);
+    openBalanceStream(ctx, session, {
+      db: deps.db,
+      logger: deps.logger,
+      notifier: deps.notifier,
+      heartbeatMillis: deps.heartbeatMillis ?? defaultHeartbeatMillis,
+      shutdownSignal: deps.shutdownSignal,
+    });
+  });
+
+  /** The stream's session: from the Authorization header (servers), else from a ticket (browsers). */
+  async function streamSession(ctx: Koa.Context): Promise<Session> {
+    if (ctx.get('authorization')) return authenticate(ctx);
+    const ticket = typeof ctx.query.ticket === 'string' ? ctx.query.ticket : undefined;
+    if (!ticket) {
+      ctx.set('WWW-Authenticate', 'Bearer realm="billing"');
+      return ctx.throw(401, 'Open the stream with "Authorization: Bearer <session token>", or with ?ticket= from POST /api/v1/billing/credits/stream-ticket.', {
+        reason: 'unauthenticated',
       });
-    };
-
-    const unsubscribe = deps.notifier.subscribe(userId, sendBalance);
-    const heartbeat = setInterval(() => stream.write(': keep-alive\n\n'), deps.heartbeatMillis ?? defaultHeartbeatMillis);
-    // The stream lives no longer than the session that opened it; the client reconnects with a fresh token.
-    const expiry = expiresAtMillis === undefined ? undefined : setTimeout(() => close(), Math.max(0, expiresAtMillis - Date.now()));
-    const close = () => {
-      clearInterval(heartbeat);
-      clearTimeout(expiry);
-      unsubscribe();
-      deps.shutdownSignal?.removeEventListener('abort', close);
-      stream.end();
-    };
-    ctx.req.on('close', close);
-    deps.shutdownSignal?.addEventListener('abort', close, { once: true });
-    stream.on('error', close);
-
-    ctx.req.socket.setTimeout(0);
-    ctx.set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
-    ctx.status = 200;
-    ctx.body = stream;
-    stream.write('retry: 3000\n\n');
-    sendBalance();
-  });
+    }
+    const session = await redeemStreamTicket(deps.db, ticket);
+    if (session) return session;
+    ctx.set('WWW-Authenticate', 'Bearer realm="billing", error="invalid_token"');
+    return ctx.throw(401, 'Unknown, used or expired stream ticket: ask for a new one (POST /api/v1/billing/credits/stream-ticket).', { reason: 'invalid_ticket' });
+  }
 
   return router;
 }

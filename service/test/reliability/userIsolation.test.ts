@@ -51,6 +51,15 @@ async function session(userId: string, options: { key?: string; expiresIn?: stri
   return token;
 }
 
+/** A stream ticket of the user, as the credits page asks for one. */
+async function ticket(userId: string): Promise<string> {
+  const response = await fetch(`${service.url}${creditsPath}/stream-ticket`, { method: 'POST', headers: { authorization: `Bearer ${await session(userId)}` } });
+  expect(response.status).toBe(201);
+  const issued = ((await response.json()) as { ticket: string }).ticket;
+  issuedTokens.push(issued);
+  return issued;
+}
+
 async function get(pathAndQuery: string, headers: Record<string, string> = {}) {
   figures.inputsTried++;
   const response = await fetch(`${service.url}${pathAndQuery}`, { headers });
@@ -75,6 +84,7 @@ test("a session reads its own credits and never another user's, whatever else th
     (other: string) => ({ path: `${creditsPath}/../credits/?user=${other}`, headers: {} }),
     (other: string) => ({ path: creditsPath, headers: { 'x-user-id': other, 'x-forwarded-user': other } }),
     (other: string) => ({ path: `${creditsPath}?access_token=TOKEN_OF_${other}`, headers: {} }),
+    (other: string) => ({ path: `${creditsPath}?ticket=TICKET_OF_${other}`, headers: {} }),
   );
   await fc.assert(
     fc.asyncProperty(pair, trick, async ([self, other], build) => {
@@ -82,12 +92,12 @@ test("a session reads its own credits and never another user's, whatever else th
       const them = users[other]!;
       const request = build(them.id);
       // The other user's real session, offered in the query next to ours in the header: the header wins.
-      const pathAndQuery = request.path.replace(`TOKEN_OF_${them.id}`, await session(them.id));
+      const pathAndQuery = request.path.replace(`TOKEN_OF_${them.id}`, await session(them.id)).replace(`TICKET_OF_${them.id}`, await ticket(them.id));
       const answer = await get(pathAndQuery, { authorization: `Bearer ${await session(me.id)}`, ...request.headers });
       expect([200, 404]).toContain(answer.status);
       expect(mentioned(answer.text).userIds.filter((id) => id !== me.id)).toEqual([]);
       expect(mentioned(answer.text).credits.filter((credits) => credits !== me.credits)).toEqual([]);
-      if (answer.status === 200) expect(JSON.parse(answer.text)).toMatchObject({ userId: me.id, purchasedCredits: me.credits });
+      if (answer.status === 200) expect(JSON.parse(answer.text)).toMatchObject({ user_id: me.id, purchased_credits_balance: me.credits });
     }),
     { numRuns: 60 },
   );
@@ -114,15 +124,17 @@ test('forged, expired, tampered and missing sessions get a 401 that names no use
     expect(answer.status).toBe(401);
     expect(mentioned(answer.text)).toEqual({ userIds: [], credits: [] });
   }
-  const viaQuery = await get(`${creditsPath}/stream?access_token=${header}.${tamperedPayload}.${signature}`);
-  expect(viaQuery.status).toBe(401);
+  for (const query of [`?access_token=${header}.${tamperedPayload}.${signature}`, `?access_token=${genuine}`, `?ticket=${genuine}`, '?ticket=forged']) {
+    const viaQuery = await get(`${creditsPath}/stream${query}`);
+    expect(viaQuery.status).toBe(401);
+  }
 });
 
 test("a user's live balance stream shows their own changes and never another user's", async () => {
   figures.scenarios++;
   const [me, them] = [users[1]!, users[2]!];
   const controller = new AbortController();
-  const response = await fetch(`${service.url}${creditsPath}/stream?access_token=${await session(me.id)}`, { signal: controller.signal });
+  const response = await fetch(`${service.url}${creditsPath}/stream?ticket=${await ticket(me.id)}`, { signal: controller.signal });
   expect(response.status).toBe(200);
   let received = '';
   const reading = (async () => {
@@ -133,7 +145,7 @@ test("a user's live balance stream shows their own changes and never another use
       // Aborted at the end of the test.
     }
   })();
-  await waitUntil(() => received.includes(`"purchasedCredits":${me.credits}`), 5_000, 'the first balance on the stream');
+  await waitUntil(() => received.includes(`"purchased_credits_balance":${me.credits}`), 5_000, 'the first balance on the stream');
 
   const credit = async (userId: string, credits: number) => {
     const event = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: userId, metadata: { credits: String(credits) } }));
@@ -143,7 +155,7 @@ test("a user's live balance stream shows their own changes and never another use
   };
   await credit(them.id, 5);
   await credit(me.id, 3);
-  await waitUntil(() => received.includes(`"purchasedCredits":${me.credits + 3}`), 5_000, 'my own change on the stream');
+  await waitUntil(() => received.includes(`"purchased_credits_balance":${me.credits + 3}`), 5_000, 'my own change on the stream');
   controller.abort();
   await reading;
   expect(received).not.toContain(them.id);
