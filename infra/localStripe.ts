@@ -7,7 +7,7 @@
  * endpoints in memory only: after a restart, `pulumi up --refresh` creates the endpoint again.
  */
 import net from 'node:net';
-import { startLocalStripe } from '../localStripe/server';
+import { startLocalStripe } from '../localStripe';
 
 const defaultPort = 12111;
 

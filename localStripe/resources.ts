@@ -19,7 +19,9 @@ import {
   stringArrayParam,
   stringParam,
 } from './apiConventions';
-import { DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, deletedWebhookEndpoint, price, stripeId, webhookEndpoint } from './objects';
+import type { LocalCommerce } from './commerce';
+import { commerceRoutes } from './commerceRoutes';
+import { DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, deletedWebhookEndpoint, price, stripeId, unixSeconds, webhookEndpoint } from './objects';
 import type { FormObject } from './form';
 
 const MAX_EVENT_TYPES_FILTER = 20;
@@ -58,7 +60,7 @@ export interface ApiCall {
   pathParams: string[];
 }
 
-interface Route {
+export interface Route {
   method: 'GET' | 'POST' | 'DELETE';
   pattern: RegExp;
   handle: (call: ApiCall) => unknown;
@@ -70,9 +72,11 @@ interface StoredEndpoint {
 }
 
 interface StoredEvent {
-  event: LocalStripeEvent;
+  event: LocalStripeEvent & { pending_webhooks?: number };
   /** Insertion order, to order events created in the same second. */
   sequence: number;
+  /** Endpoints that have not acknowledged the event yet (its `pending_webhooks`). */
+  pendingEndpoints: Set<string>;
 }
 
 export class LocalStripeResources {
@@ -80,9 +84,11 @@ export class LocalStripeResources {
   private readonly events = new Map<string, StoredEvent>();
   private eventSequence = 0;
   private readonly lineItems = new Map<string, { livemode: boolean; items: Stripe.LineItem[] }>();
-  private readonly subscriptions = new Map<string, { id: string; livemode: boolean }>();
 
-  private readonly routes: Route[] = [
+  private readonly routes: Route[];
+
+  private buildRoutes(): Route[] {
+    return [
     { method: 'POST', pattern: /^\/v1\/webhook_endpoints$/, handle: (c) => this.createWebhookEndpoint(c) },
     { method: 'GET', pattern: /^\/v1\/webhook_endpoints$/, handle: (c) => this.listWebhookEndpoints(c) },
     { method: 'GET', pattern: /^\/v1\/webhook_endpoints\/([^/]+)$/, handle: (c) => this.retrieveWebhookEndpoint(c) },
@@ -91,8 +97,16 @@ export class LocalStripeResources {
     { method: 'GET', pattern: /^\/v1\/events$/, handle: (c) => this.listEvents(c) },
     { method: 'GET', pattern: /^\/v1\/events\/([^/]+)$/, handle: (c) => this.retrieveEvent(c) },
     { method: 'GET', pattern: /^\/v1\/checkout\/sessions\/([^/]+)\/line_items$/, handle: (c) => this.listLineItems(c) },
-    { method: 'GET', pattern: /^\/v1\/subscriptions\/([^/]+)$/, handle: (c) => this.retrieveSubscription(c) },
-  ];
+    ...commerceRoutes(this.commerce, this.nowSeconds),
+    ];
+  }
+
+  constructor(
+    readonly commerce: LocalCommerce,
+    private readonly nowSeconds: () => number = () => unixSeconds(),
+  ) {
+    this.routes = this.buildRoutes();
+  }
 
   /** Answers one API call, or throws the StripeApiError Stripe would answer (404 for unknown URLs). */
   handle(method: string, path: string, call: Omit<ApiCall, 'pathParams'>): unknown {
@@ -110,7 +124,7 @@ export class LocalStripeResources {
     this.endpoints.clear();
     this.events.clear();
     this.lineItems.clear();
-    this.subscriptions.clear();
+    this.commerce.reset();
   }
 
   // -- Webhook endpoints ------------------------------------------------------------------------
@@ -193,32 +207,70 @@ export class LocalStripeResources {
     }));
   }
 
+  /**
+   * Registers an endpoint as the Dashboard would, with a signing secret of the caller's choice (the
+   * development secret `npm start` keeps), where the API would make one up.
+   */
+  addWebhookEndpoint(input: { url: string; enabledEvents: string[]; secret?: string; livemode?: boolean; apiVersion?: string | null; description?: string }): WebhookEndpointWithSecret {
+    const livemode = input.livemode ?? false;
+    const endpoint: Stripe.WebhookEndpoint = {
+      ...webhookEndpoint(),
+      livemode,
+      url: webhookUrl(input.url, livemode),
+      enabled_events: input.enabledEvents,
+      api_version: input.apiVersion ?? null,
+      description: input.description ?? null,
+    };
+    const secret = input.secret ?? stripeId('whsec');
+    this.endpoints.set(endpoint.id, { endpoint, secret });
+    return { ...structuredClone(endpoint), secret };
+  }
+
   webhookEndpoints(): WebhookEndpointWithSecret[] {
     return [...this.endpoints.values()].map(({ endpoint, secret }) => ({ ...structuredClone(endpoint), secret }));
   }
 
   // -- Events ----------------------------------------------------------------------------------
 
-  addEvent(event: LocalStripeEvent): void {
+  /** Stores the event; `pendingEndpointIds` are the endpoints it is about to be delivered to. */
+  addEvent(event: LocalStripeEvent, pendingEndpointIds: readonly string[] = []): void {
     if (event.object !== 'event' || typeof event.id !== 'string' || !Number.isInteger(event.created)) {
-      throw new TypeError('addEvent expects a Stripe event object (see stripeEvent() in stripeFixtures.ts)');
+      throw new TypeError('addEvent expects a Stripe event object (see stripeEvent() in localStripe/objects.ts)');
     }
     if (this.events.has(event.id)) {
       throw new Error(`The local Stripe already has event ${event.id}`);
     }
-    this.events.set(event.id, { event: structuredClone(event), sequence: this.eventSequence++ });
+    const stored: StoredEvent = { event: structuredClone(event), sequence: this.eventSequence++, pendingEndpoints: new Set(pendingEndpointIds) };
+    if (pendingEndpointIds.length > 0) stored.event.pending_webhooks = pendingEndpointIds.length;
+    this.events.set(event.id, stored);
+  }
+
+  /** An endpoint acknowledged the event (a 2xx): one webhook less pending. */
+  markDelivered(eventId: string, endpointId: string): void {
+    const stored = this.events.get(eventId);
+    if (!stored?.pendingEndpoints.delete(endpointId)) return;
+    stored.event.pending_webhooks = stored.pendingEndpoints.size;
+  }
+
+  /** Endpoints of the event's mode, enabled and subscribed to its type (or to '*'). */
+  subscribedEndpoints(event: { type: string; livemode: boolean }): WebhookEndpointWithSecret[] {
+    return this.webhookEndpoints().filter(
+      (endpoint) =>
+        endpoint.livemode === event.livemode &&
+        endpoint.status === 'enabled' &&
+        (endpoint.enabled_events.includes('*') || endpoint.enabled_events.includes(event.type)),
+    );
   }
 
   private listEvents({ livemode, params }: ApiCall): unknown {
     rejectUnknownParams(params, [...LIST_PARAMS, 'created', 'type', 'types', 'delivery_success']);
-    if (params.delivery_success !== undefined) {
-      const message = 'The local Stripe does not track deliveries: delivery_success is not supported.';
-      throw invalidParam('delivery_success', message);
-    }
+    // As Stripe: `false` lists events still pending or not delivered to some endpoint, `true` the others.
+    const deliverySuccess = booleanParam(params, 'delivery_success');
     const hasType = eventTypeFilter(params);
     const isInCreatedRange = rangeFilter(params, 'created');
     const newestFirst = [...this.events.values()]
       .filter(({ event }) => event.livemode === livemode && hasType(event.type) && isInCreatedRange(event.created))
+      .filter(({ pendingEndpoints }) => deliverySuccess === undefined || deliverySuccess === (pendingEndpoints.size === 0))
       .sort((a, b) => b.event.created - a.event.created || b.sequence - a.sequence)
       .map(({ event }) => event);
     return listPage(newestFirst, params, '/v1/events', 'event');
@@ -243,6 +295,8 @@ export class LocalStripeResources {
   private listLineItems({ livemode, params, pathParams }: ApiCall): unknown {
     rejectUnknownParams(params, LIST_PARAMS);
     const id = pathParams[0] as string;
+    const created = this.commerce.checkoutLineItems(id, livemode);
+    if (created) return listPage(created, params, `/v1/checkout/sessions/${id}/line_items`, 'line item');
     const stored = this.lineItems.get(id);
     const session = inMode(stored, stored?.livemode, livemode, () =>
       resourceMissing('checkout session', id, { param: 'session', existsInLivemode: stored?.livemode }),
@@ -250,17 +304,8 @@ export class LocalStripeResources {
     return listPage(session.items, params, `/v1/checkout/sessions/${id}/line_items`, 'line item');
   }
 
-  putSubscription(subscription: { id: string; object: 'subscription'; livemode: boolean }): void {
-    this.subscriptions.set(subscription.id, structuredClone(subscription));
-  }
-
-  private retrieveSubscription({ livemode, params, pathParams }: ApiCall): unknown {
-    rejectUnknownParams(params, []);
-    const id = pathParams[0] as string;
-    const sub = this.subscriptions.get(id);
-    return inMode(sub, sub?.livemode, livemode, () =>
-      resourceMissing('subscription', id, { existsInLivemode: sub?.livemode }),
-    );
+  putSubscription(subscription: Stripe.Subscription): void {
+    this.commerce.putSubscription(subscription);
   }
 }
 

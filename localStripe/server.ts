@@ -1,19 +1,22 @@
 /**
- * A local fake of the parts of the Stripe API this project calls, and of Stripe's webhook delivery.
+ * The local Stripe: a real HTTP server on 127.0.0.1 that speaks the parts of the v1 API this project calls
+ * the way stripe-node v23 calls them (Bearer API keys, form-encoded bodies with bracket notation, JSON
+ * answers, Stripe-shaped errors, Idempotency-Key, cursor pagination, test/live separation by the key), serves
+ * a stand-in of the hosted Checkout page, and delivers the events it creates to its webhook endpoints signed
+ * exactly as Stripe signs them. Tests, `npm start` in development and the local Pulumi stack all use it.
  *
- * It is a real HTTP server on 127.0.0.1 (random port) that speaks the v1 API the way stripe-node v23
- * calls it: Bearer API keys, form-encoded bodies with bracket notation, JSON answers, Stripe-shaped
- * errors, cursor pagination, and test/live mode separation decided by the key. Point a client at it with
- * `new Stripe(key, { ...fake.stripeConfig })`, or give the code under test `fake.baseUrl`.
+ * Served: prices, Checkout Sessions (create, retrieve, list, line items, expire) and their hosted page,
+ * subscriptions, invoices, customers, events (list with delivery_success, retrieve), webhook endpoints
+ * (create/retrieve/update/list/delete). Tests may also seed events (addEvent), line items
+ * (setCheckoutLineItems) and subscriptions (putSubscription), make requests fail (failNext) and deliver
+ * events of their own (deliver). Anything else answers 404 like an unknown Stripe URL, and parameters an
+ * endpoint does not take answer 400, so a client mistake shows up here before it reaches Stripe.
  *
- * Supported: Idempotency-Key on POST (the first answer is replayed, other parameters refused),
- * webhook endpoints (create/retrieve/update/list/delete), events (list/retrieve; seeded
- * with addEvent), Checkout Session line items (seeded with setCheckoutLineItems) and subscriptions
- * (seeded with putSubscription). Anything else answers 404 like an unknown Stripe URL, and parameters
- * an endpoint does not take answer 400, so a client mistake shows up here before it reaches Stripe.
+ *   const stripe = await startLocalStripe();
+ *   new Stripe('sk_test_anything', { ...stripe.stripeConfig });   // or give the code under test stripe.baseUrl
  */
 import http from 'node:http';
-import https from 'node:https';
+import type Stripe from 'stripe';
 import type { AddressInfo } from 'node:net';
 import { invalidParam, StripeApiError } from './apiConventions';
 import {
@@ -22,11 +25,16 @@ import {
   type LocalStripeEvent,
   type WebhookEndpointWithSecret,
 } from './resources';
-import { DEFAULT_EVENT_API_VERSION, stripeId } from './objects';
-import { signedDelivery, type WebhookDelivery } from './signing';
+import { LocalCommerce, type CheckoutOutcome, type DelayedPaymentOutcome, type EmittedEvent, type NewPrice } from './commerce';
+import { DEFAULT_DELIVERY_SCHEDULE, postDelivery, WebhookDeliveries, type DeliveryAttempt, type DeliveryResult, type DeliverySchedule } from './delivery';
 import { decodeStripeForm, FormDecodeError, type FormObject } from './form';
+import { isHostedCheckoutPath, serveHostedCheckout } from './hostedCheckout';
+import { DEFAULT_EVENT_API_VERSION, stripeEvent, stripeId } from './objects';
+import { signedDelivery } from './signing';
 
 export type { CheckoutLineItemInput, LocalStripeEvent, WebhookEndpointWithSecret } from './resources';
+export type { CheckoutOutcome, DelayedPaymentOutcome, NewPrice } from './commerce';
+export type { DeliveryAttempt, DeliveryResult, DeliverySchedule } from './delivery';
 
 const LOOPBACK_HOST = '127.0.0.1';
 const DEFAULT_DELIVERY_TIMEOUT_MILLIS = 30_000;
@@ -42,7 +50,7 @@ export interface RecordedRequest {
   headers: Record<string, string | string[] | undefined>;
   /** The mode of the API key used, or null when it was missing or malformed. */
   livemode: boolean | null;
-  /** The status the fake answered with. */
+  /** The status the local Stripe answered with. */
   status: number;
 }
 
@@ -54,32 +62,46 @@ export interface DeliverOptions {
   timeoutMillis?: number;
 }
 
-export interface DeliveryResult {
-  status: number;
-  body: string;
-  headers: http.IncomingHttpHeaders;
-}
-
 export interface EndpointDeliveryResult extends DeliveryResult {
   endpointId: string;
   url: string;
 }
 
+export interface LocalStripeOptions {
+  host?: typeof LOOPBACK_HOST;
+  /** Default: a free port. */
+  port?: number;
+  /** When failed deliveries are retried, and how much the first attempts are spread. */
+  delivery?: Partial<DeliverySchedule>;
+}
+
 export interface LocalStripe {
-  /** e.g. `http://127.0.0.1:38211` */
+  /** e.g. `http://127.0.0.1:38211`: give it as STRIPE_API_BASE. */
   readonly baseUrl: string;
-  /** Spread into stripe-node's config: `new Stripe(key, { ...fake.stripeConfig })`. */
+  /** Spread into stripe-node's config: `new Stripe(key, { ...stripe.stripeConfig })`. */
   readonly stripeConfig: { host: string; port: number; protocol: 'http' };
   /** Every API request received, oldest first. */
   readonly requests: readonly RecordedRequest[];
+  /** Every webhook delivery attempt of the events the local Stripe created, oldest first. */
+  readonly deliveryAttempts: readonly DeliveryAttempt[];
   /** Current endpoints of both modes, oldest first, including their signing secrets. */
   webhookEndpoints(): WebhookEndpointWithSecret[];
-  /** Makes an event listable and retrievable (in its own mode), as if Stripe had created it. */
+  /** Registers an endpoint as the Dashboard does, optionally with a signing secret of the caller's choice. */
+  addWebhookEndpoint(input: { url: string; enabledEvents: string[]; secret?: string; livemode?: boolean; apiVersion?: string | null; description?: string }): WebhookEndpointWithSecret;
+  /** A price to sell (as the Dashboard makes one); `id` may be chosen, for a fixed development catalog. */
+  createPrice(input: NewPrice): Stripe.Price;
+  /** What the buyer does on the hosted page of an open session (the page's buttons do the same). */
+  completeCheckout(sessionId: string, outcome: CheckoutOutcome): Stripe.Checkout.Session;
+  /** The payment of a session completed with "Pay later" arrives, or fails. */
+  settleDelayedPayment(sessionId: string, outcome: DelayedPaymentOutcome): Stripe.Checkout.Session;
+  /** Resolves once no delivery is in flight or about to start (retries due later are not waited for). */
+  deliveriesSettled(): Promise<void>;
+  /** Makes an event listable and retrievable (in its own mode), as if Stripe had created it; not delivered. */
   addEvent(event: LocalStripeEvent): void;
   /** Line items of a Checkout Session; the mode follows the id (`cs_live_…`) unless given. */
   setCheckoutLineItems(sessionId: string, items: CheckoutLineItemInput[], options?: { livemode?: boolean }): void;
   /** Stores (or replaces) a subscription for `GET /v1/subscriptions/:id`. */
-  putSubscription(subscription: { id: string; object: 'subscription'; livemode: boolean }): void;
+  putSubscription(subscription: Stripe.Subscription): void;
   /** The next `count` API requests (after recording them) fail with `status` and a Stripe error body. */
   failNext(count: number, status: number): void;
   /** POSTs the event to `url` signed as Stripe signs it; resolves with the receiver's answer. */
@@ -94,10 +116,10 @@ export interface LocalStripe {
   close(): Promise<void>;
 }
 
-export async function startLocalStripe(options: { host?: typeof LOOPBACK_HOST } = {}): Promise<LocalStripe> {
-  const fake = new LocalStripeServer(options.host ?? LOOPBACK_HOST);
-  await fake.listen();
-  return fake;
+export async function startLocalStripe(options: LocalStripeOptions = {}): Promise<LocalStripe> {
+  const local = new LocalStripeServer(options.host ?? LOOPBACK_HOST, { ...DEFAULT_DELIVERY_SCHEDULE, ...options.delivery });
+  await local.listen(options.port ?? 0);
+  return local;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -110,16 +132,26 @@ class LocalStripeServer implements LocalStripe {
   private closing: Promise<void> | undefined;
   private readonly recorded: RecordedRequest[] = [];
   private pendingFailures: number[] = [];
-  private readonly resources = new LocalStripeResources();
+  private readonly commerce = new LocalCommerce(
+    (sessionId) => `${this.baseUrl}/c/pay/${sessionId}`,
+    (events, livemode) => this.publish(events, livemode),
+  );
+  private readonly resources = new LocalStripeResources(this.commerce);
+  private readonly deliveries: WebhookDeliveries;
   /** First answer per Idempotency-Key (scoped by mode), with the request it answered. */
   private readonly idempotentResults = new Map<string, { request: string; status: number; payload: unknown }>();
 
-  constructor(private readonly host: string) {}
+  constructor(
+    private readonly host: string,
+    schedule: DeliverySchedule,
+  ) {
+    this.deliveries = new WebhookDeliveries(schedule, (eventId, endpointId) => this.resources.markDelivered(eventId, endpointId));
+  }
 
-  listen(): Promise<void> {
+  listen(port: number): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(0, this.host, () => {
+      this.server.listen(port, this.host, () => {
         this.server.off('error', reject);
         this.port = (this.server.address() as AddressInfo).port;
         resolve();
@@ -139,7 +171,12 @@ class LocalStripeServer implements LocalStripe {
     return this.recorded;
   }
 
+  get deliveryAttempts(): readonly DeliveryAttempt[] {
+    return this.deliveries.attempts;
+  }
+
   close(): Promise<void> {
+    this.deliveries.close();
     this.closing ??= new Promise<void>((resolve, reject) => {
       this.server.close((error) => (error ? reject(error) : resolve()));
       // stripe-node keeps connections alive; do not wait for them to idle out.
@@ -152,6 +189,7 @@ class LocalStripeServer implements LocalStripe {
     this.recorded.length = 0;
     this.idempotentResults.clear();
     this.pendingFailures = [];
+    this.deliveries.reset();
     this.resources.reset();
   }
 
@@ -167,8 +205,38 @@ class LocalStripeServer implements LocalStripe {
     this.resources.setCheckoutLineItems(sessionId, items, options);
   }
 
-  putSubscription(subscription: { id: string; object: 'subscription'; livemode: boolean }): void {
+  putSubscription(subscription: Stripe.Subscription): void {
     this.resources.putSubscription(subscription);
+  }
+
+  addWebhookEndpoint(input: Parameters<LocalStripe['addWebhookEndpoint']>[0]): WebhookEndpointWithSecret {
+    return this.resources.addWebhookEndpoint(input);
+  }
+
+  createPrice(input: NewPrice): Stripe.Price {
+    return this.commerce.createPrice(input);
+  }
+
+  completeCheckout(sessionId: string, outcome: CheckoutOutcome): Stripe.Checkout.Session {
+    return this.commerce.completeCheckout(sessionId, outcome);
+  }
+
+  settleDelayedPayment(sessionId: string, outcome: DelayedPaymentOutcome): Stripe.Checkout.Session {
+    return this.commerce.settleDelayedPayment(sessionId, outcome);
+  }
+
+  deliveriesSettled(): Promise<void> {
+    return this.deliveries.settled();
+  }
+
+  /** Events of something that happened: stored (listable), then delivered to each subscribed endpoint. */
+  private publish(emitted: EmittedEvent[], livemode: boolean): void {
+    for (const { type, object, created, previousAttributes } of emitted) {
+      const endpoints = this.resources.subscribedEndpoints({ type, livemode });
+      const event = stripeEvent(type, object, { created, livemode, previousAttributes, pendingWebhooks: endpoints.length });
+      this.resources.addEvent(event, endpoints.map((endpoint) => endpoint.id));
+      this.deliveries.enqueue(event, endpoints);
+    }
   }
 
   failNext(count: number, status: number): void {
@@ -186,6 +254,7 @@ class LocalStripeServer implements LocalStripe {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
     const url = new URL(req.url ?? '/', this.baseUrl);
+    if (isHostedCheckoutPath(url.pathname)) return serveHostedCheckout(req, res, url.pathname, this.commerce);
     const { authorization, ...headersWithoutAuthorization } = req.headers;
     const livemode = apiKeyLivemode(authorization);
     const record: RecordedRequest = {
@@ -283,12 +352,7 @@ class LocalStripeServer implements LocalStripe {
     event: LocalStripeEvent,
     options: Omit<DeliverOptions, 'secrets'> = {},
   ): Promise<EndpointDeliveryResult[]> {
-    const subscribed = this.resources.webhookEndpoints().filter(
-      (endpoint) =>
-        endpoint.livemode === event.livemode &&
-        endpoint.status === 'enabled' &&
-        (endpoint.enabled_events.includes('*') || endpoint.enabled_events.includes(event.type)),
-    );
+    const subscribed = this.resources.subscribedEndpoints(event);
     const results: EndpointDeliveryResult[] = [];
     for (const endpoint of subscribed) {
       const result = await this.deliver(event, endpoint.url, { ...options, secrets: [endpoint.secret] });
@@ -364,38 +428,4 @@ function eventLivemode(event: object | string): boolean {
     }
   }
   return typeof parsed === 'object' && parsed !== null && 'livemode' in parsed && parsed.livemode === true;
-}
-
-/** One webhook POST on a fresh connection (no keep-alive to hold the receiver's server open). */
-function postDelivery(url: string, delivery: WebhookDelivery, timeoutMillis: number): Promise<DeliveryResult> {
-  const target = new URL(url);
-  const transport = target.protocol === 'https:' ? https : http;
-  return new Promise((resolve, reject) => {
-    const request = transport.request(
-      target,
-      {
-        method: 'POST',
-        agent: false,
-        timeout: timeoutMillis,
-        headers: { ...delivery.headers, 'content-length': Buffer.byteLength(delivery.body) },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            body: Buffer.concat(chunks).toString('utf8'),
-            headers: response.headers,
-          }),
-        );
-        response.on('error', reject);
-      },
-    );
-    request.on('timeout', () => {
-      request.destroy(new Error(`Webhook delivery to ${url} timed out after ${timeoutMillis} ms`));
-    });
-    request.on('error', reject);
-    request.end(delivery.body);
-  });
 }

@@ -4,7 +4,7 @@ import Module from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import type * as pulumi from '@pulumi/pulumi';
-import { startLocalStripe, type LocalStripe } from '../../localStripe/server';
+import { startLocalStripe, type LocalStripe } from '../../localStripe';
 import {
   webhookEndpointProvider as provider,
   type WebhookEndpointInputs,

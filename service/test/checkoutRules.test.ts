@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { parseCatalog } from '../credits/catalog';
 import { createStripeClient, lineItemsFetcher } from '../stripeApi';
-import { startLocalStripe, type LocalStripe } from '../../localStripe/server';
+import { startLocalStripe, type LocalStripe } from '../../localStripe';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
 import { checkoutSession, stripeEvent, stripeId } from './support/stripeFixtures';
 import { deliver, startTestApp, type TestApp } from './support/testApp';

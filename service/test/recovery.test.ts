@@ -4,7 +4,7 @@ import { recoverMissedEvents } from '../recovery';
 import { parseSince } from '../../scripts/recover-missed-events';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
 import { deliver, startTestApp, type TestApp } from './support/testApp';
-import { startLocalStripe, type LocalStripe } from '../../localStripe/server';
+import { startLocalStripe, type LocalStripe } from '../../localStripe';
 import { checkoutSession, stripeEvent, unixSeconds } from './support/stripeFixtures';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
 
