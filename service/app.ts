@@ -1,5 +1,10 @@
 import Koa from 'koa';
+import type Stripe from 'stripe';
+import { recordCheckoutStatus, type CheckoutUrls } from './billing/checkout';
+import { billingPath, billingRoutes } from './billing/routes';
+import { creditsPageRoutes } from './creditsPage/route';
 import { describeError, type Database } from './db';
+import { cors } from './http/cors';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
 import { createRouter } from './router';
@@ -19,6 +24,16 @@ export interface AppDeps {
   maxBodyBytes: number;
   /** How user session tokens are checked; without it the user routes are not mounted. */
   sessionTokens?: SessionTokenOptions;
+  /** Bearer token of the service-to-service routes; without it they are not mounted. */
+  serviceApiToken?: string;
+  /** The Stripe API (checkout, sync-payment, prices); without it those routes answer 503. */
+  stripe?: Stripe;
+  /** Where Stripe Checkout sends buyers back; without them checkout answers 503. */
+  checkoutUrls?: CheckoutUrls;
+  /** Origins whose pages may call the user routes (CORS). */
+  corsAllowedOrigins?: readonly string[];
+  /** Seconds between two syncs of one user (default 10). */
+  syncIntervalSeconds?: number;
   metrics?: Metrics;
   notifier?: BalanceNotifier;
   nowMillis?: () => number;
@@ -93,6 +108,8 @@ export function createApp(deps: AppDeps): App {
       maxBodyBytes: deps.maxBodyBytes,
       nowMillis: deps.nowMillis ?? Date.now,
       onBalanceChanged: balanceChanged,
+      // A Checkout session the webhook settled no longer awaits payment (best effort: sync corrects it too).
+      onCheckoutSession: (session) => recordCheckoutStatus(deps.db, session),
     }),
   );
   router.all(webhookPath, (ctx) => {
@@ -102,12 +119,31 @@ export function createApp(deps: AppDeps): App {
   });
   koa.use(router.routes());
 
-  if (deps.sessionTokens) {
-    const verifySession = sessionVerifier(deps.sessionTokens);
+  // The product's pages (on another origin) call every billing route but the webhook and spending, which
+  // only servers call.
+  const isBrowserRoute = (path: string) => path.startsWith(`${billingPath}/`) && path !== webhookPath && path !== `${billingPath}/credits/consume`;
+  koa.use(cors(deps.corsAllowedOrigins ?? [], isBrowserRoute));
+  const verifySession = deps.sessionTokens ? sessionVerifier(deps.sessionTokens) : undefined;
+  if (verifySession) {
     const users = userRoutes({ db: deps.db, logger, verifySession, notifier, heartbeatMillis: deps.heartbeatMillis, shutdownSignal: deps.shutdownSignal });
     koa.use(users.routes());
     koa.use(users.allowedMethods());
   }
+  const billing = billingRoutes({
+    db: deps.db,
+    logger,
+    catalog: deps.eventContext.catalog,
+    stripe: deps.stripe,
+    fetchLineItems: deps.eventContext.fetchLineItems,
+    checkoutUrls: deps.checkoutUrls,
+    verifySession,
+    serviceApiToken: deps.serviceApiToken,
+    balanceChanged,
+    syncIntervalSeconds: deps.syncIntervalSeconds,
+  });
+  koa.use(billing.routes());
+  koa.use(billing.allowedMethods());
+  koa.use(creditsPageRoutes().routes());
 
   return { koa, metrics, notifier, callback: koa.callback() };
 }

@@ -19,6 +19,9 @@ export const devWebhookSecretPath = (dataDir: string) => path.join(dataDir, 'web
 /** The HS256 key of development session tokens (`npm run make-token`), standing in for AUTH_JWT_SECRET. */
 export const devSessionKeyPath = (dataDir: string) => path.join(dataDir, 'auth-jwt-secret');
 
+/** The bearer token of the service-to-service routes (spending credits), standing in for SERVICE_API_TOKEN. */
+export const devServiceTokenPath = (dataDir: string) => path.join(dataDir, 'service-api-token');
+
 /** 32 random bytes: the key length HS256 asks for (RFC 7518 §3.2), as for any key we generate. */
 const generatedSecretBytes = 32;
 
@@ -28,6 +31,10 @@ export function ensureDevWebhookSecret(dataDir: string): Promise<DevSecret> {
 
 export function ensureDevSessionKey(dataDir: string): Promise<DevSecret> {
   return ensureDevSecret(devSessionKeyPath(dataDir), () => randomBytes(generatedSecretBytes).toString('hex'));
+}
+
+export function ensureDevServiceToken(dataDir: string): Promise<DevSecret> {
+  return ensureDevSecret(devServiceTokenPath(dataDir), () => randomBytes(generatedSecretBytes).toString('hex'));
 }
 
 async function ensureDevSecret(filePath: string, generate: () => string): Promise<DevSecret> {

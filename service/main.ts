@@ -5,7 +5,8 @@ import { loadCatalog } from './credits/catalog';
 import { ConfigError, loadConfig, type Config } from './config';
 import { lockDataDir } from './dataDirLock';
 import { connectDatabase, describeError } from './db';
-import { ensureDevSessionKey, ensureDevWebhookSecret } from './devSecret';
+import { ensureDevServiceToken, ensureDevSessionKey, ensureDevWebhookSecret } from './devSecret';
+import { startDevelopmentStripe, type DevelopmentStripe } from './developmentStripe';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase';
 import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
@@ -14,6 +15,8 @@ import { createStripeClient, lineItemsFetcher } from './stripeApi';
 import type { SessionTokenOptions } from './users/sessionTokens';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
+import { HANDLED_EVENT_TYPES } from './webhook/handledEventTypes';
+import { creditsPagePath } from './creditsPage/route';
 
 export interface RunningService {
   server: Server;
@@ -66,10 +69,21 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
   const secrets = await loadWebhookSecrets(config, logger);
   undo.push(secrets.close);
   logger.info({ fingerprints: secrets.current().map((secret) => secret.fingerprint) }, 'webhook signing secrets loaded');
-  const catalog = loadCatalog(config.creditCatalogFile);
-  const stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
-  if (!stripe) logger.warn('STRIPE_API_KEY not set: credits can come only from metadata.credits, not from the catalog by price');
+  let catalog = loadCatalog(config.creditCatalogFile);
+  let stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
+  let developmentStripe: DevelopmentStripe | undefined;
+  if (config.useLocalStripe) {
+    developmentStripe = await startDevelopmentStripe(logger, config.creditCatalogFile ? catalog : undefined);
+    undo.push(developmentStripe.stop);
+    catalog = developmentStripe.catalog;
+    stripe = createStripeClient(developmentStripe.apiKey, developmentStripe.apiBase);
+  }
+  if (!stripe) logger.warn('STRIPE_API_KEY not set: credits can come only from metadata.credits, not from the catalog by price; checkout and sync-payment answer 503');
   const sessionTokens = await sessionTokenOptions(config, logger);
+  const serviceApiToken = await serviceToken(config, logger);
+  // In development, what is not set is filled in once the address is known: the service's own credits page.
+  const checkoutUrls = config.production && !(config.billingSuccessUrl && config.billingCancelUrl) ? undefined : { successUrl: config.billingSuccessUrl ?? '', cancelUrl: config.billingCancelUrl ?? '' };
+  if (!checkoutUrls) logger.warn('BILLING_SUCCESS_URL and BILLING_CANCEL_URL are not both set: POST /api/v1/billing/checkout answers 503');
 
   const shutdown = new AbortController();
   const app = createApp({
@@ -80,6 +94,10 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     stripeMode: config.stripeMode,
     maxBodyBytes: config.webhookMaxBodyBytes,
     sessionTokens,
+    serviceApiToken,
+    stripe,
+    checkoutUrls,
+    corsAllowedOrigins: config.corsAllowedOrigins,
     shutdownSignal: shutdown.signal,
   });
   const stopListening = await db.listen(
@@ -100,7 +118,16 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
   });
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ url, webhook: `${url}${webhookPath}`, stripeMode: config.stripeMode, startupMillis: Date.now() - startedAtMillis }, 'service listening');
+  if (checkoutUrls) {
+    checkoutUrls.successUrl ||= `${url}${creditsPagePath}?checkout=success&session_id={CHECKOUT_SESSION_ID}`;
+    checkoutUrls.cancelUrl ||= `${url}${creditsPagePath}?checkout=cancelled`;
+  }
+  developmentStripe?.registerWebhook(`${url}${webhookPath}`, secrets.current()[0]!.value, HANDLED_EVENT_TYPES);
+  logger.info(
+    { url, webhook: `${url}${webhookPath}`, creditsPage: `${url}${creditsPagePath}`, stripeMode: config.stripeMode, startupMillis: Date.now() - startedAtMillis },
+    'service listening',
+  );
+  if (!config.production) logger.info(`credits page: ${url}${creditsPagePath} (sign in with a token from \`npm run make-token -- --user alice\`)`);
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -149,6 +176,21 @@ async function sessionTokenOptions(config: Config, logger: Logger): Promise<Sess
       'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE or AUTH_JWKS_URL for real use.',
   );
   return { key: { kind: 'secret', secret: devKey.value }, ...claims };
+}
+
+/** The token of the service-to-service routes (spending); in development one is made up. */
+async function serviceToken(config: Config, logger: Logger): Promise<string | undefined> {
+  if (config.serviceApiToken) return config.serviceApiToken;
+  if (config.production) {
+    logger.warn('SERVICE_API_TOKEN not set: POST /api/v1/billing/credits/consume is disabled');
+    return undefined;
+  }
+  const devToken = await ensureDevServiceToken(config.dataDir);
+  logger.warn(
+    { tokenFile: devToken.path },
+    `SERVICE_API_TOKEN not set: ${devToken.created ? 'generated' : 'reused'} the development service token in ${devToken.path}; set SERVICE_API_TOKEN_FILE for real use.`,
+  );
+  return devToken.value;
 }
 
 /** One line on stderr naming the cause and the fix, and the cause's exit code (README: start-up failures). */

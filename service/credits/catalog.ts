@@ -13,6 +13,9 @@ export interface CreditCatalog {
   packageCredits(priceId: string): number | undefined;
   plan(priceId: string): { monthlyCredits: number; name: string | undefined } | undefined;
   readonly hasPackages: boolean;
+  /** Every entry, in the file's order: what the billing API offers for sale. */
+  listPackages(): Array<{ priceId: string; credits: number; name: string | undefined }>;
+  listPlans(): Array<{ priceId: string; monthlyCredits: number; name: string | undefined }>;
 }
 
 export class CatalogError extends Error {
@@ -53,6 +56,8 @@ function catalogFrom(packages: Record<string, PackageEntry>, plans: Record<strin
     packageCredits: (priceId) => (Object.hasOwn(packages, priceId) ? packages[priceId]!.credits : undefined),
     plan: (priceId) => (Object.hasOwn(plans, priceId) ? { monthlyCredits: plans[priceId]!.monthlyCredits, name: plans[priceId]!.name } : undefined),
     hasPackages: Object.keys(packages).length > 0,
+    listPackages: () => Object.entries(packages).map(([priceId, entry]) => ({ priceId, credits: entry.credits, name: entry.name })),
+    listPlans: () => Object.entries(plans).map(([priceId, entry]) => ({ priceId, monthlyCredits: entry.monthlyCredits, name: entry.name })),
   };
 }
 

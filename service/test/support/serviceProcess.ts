@@ -38,7 +38,7 @@ async function sourceFiles(dir: string): Promise<string[]> {
     const full = path.join(dir, entry.name);
     if (entry.isDirectory()) {
       if (entry.name !== 'test') files.push(...(await sourceFiles(full)));
-    } else if (/\.(ts|sql)$/.test(entry.name) && !entry.name.endsWith('.test.ts')) {
+    } else if (/\.(ts|sql|js|html|css)$/.test(entry.name) && !entry.name.endsWith('.test.ts')) {
       files.push(full);
     }
   }
@@ -55,7 +55,8 @@ let building: Promise<string> | undefined;
 export function buildService(): Promise<string> {
   building ??= (async () => {
     const hash = createHash('sha256');
-    for (const file of await sourceFiles(serviceDir)) hash.update(file).update(await readFile(file));
+    // The local Stripe is part of the build: `npm start` without settings loads it.
+    for (const file of [...(await sourceFiles(serviceDir)), ...(await sourceFiles(path.join(repositoryRoot, 'localStripe')))]) hash.update(file).update(await readFile(file));
     hash.update(readFileSync(path.join(repositoryRoot, 'tsconfig.json'))).update(readFileSync(path.join(repositoryRoot, 'tsconfig.build.json')));
     const target = path.join(buildsDir, hash.digest('hex').slice(0, 16));
     const mainPath = path.join(target, 'service', 'main.js');
@@ -82,6 +83,7 @@ export function buildService(): Promise<string> {
       throw new Error(`Building the service failed:\n${output.slice(0, 4000)}`, { cause: error });
     }
     await cp(path.join(serviceDir, 'migrations'), path.join(temporary, 'service', 'migrations'), { recursive: true });
+    await cp(path.join(serviceDir, 'creditsPage', 'public'), path.join(temporary, 'service', 'creditsPage', 'public'), { recursive: true });
     await rm(tsconfigPath);
     try {
       await rename(temporary, target);
