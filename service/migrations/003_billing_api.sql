@@ -38,7 +38,7 @@ CREATE TABLE credit_consumptions (
   amount            bigint NOT NULL CHECK (amount > 0),
   reason            text NOT NULL,
   http_status       integer NOT NULL,
-  response          jsonb NOT NULL,
+  response          json NOT NULL,   -- json, not jsonb: a repeat gets the very bytes of the first answer
   created_at        timestamptz NOT NULL DEFAULT now()
 );
 
