@@ -151,7 +151,7 @@ describe('nginx in front of two service replicas', () => {
     expect(JSON.parse(reply.body)).toEqual({ received: true, status: 'processed' });
     const balance = await request(edge, { path: '/api/v1/billing/credits', headers: { authorization: `Bearer ${await sessionToken('user_e2e_applied')}` } });
     expect(balance.status).toBe(200);
-    expect(JSON.parse(balance.body)).toMatchObject({ userId: 'user_e2e_applied', purchasedCredits: 500, totalCredits: 500 });
+    expect(JSON.parse(balance.body)).toMatchObject({ user_id: 'user_e2e_applied', purchased_credits_balance: 500, total_credits: 500 });
   });
 
   test('the load spreads over both replicas', async () => {
@@ -224,16 +224,20 @@ describe('nginx in front of two service replicas', () => {
   });
 
   test('the credits event stream arrives unbuffered through nginx and carries a new balance while open', async () => {
-    const token = await sessionToken('user_e2e_stream');
-    const stream = await openEventStream(edge, `/api/v1/billing/credits/stream?access_token=${token}`);
+    // As the credits page does: a single-use ticket for the stream, asked for with the session token.
+    const issued = await request(edge, { method: 'POST', path: '/api/v1/billing/credits/stream-ticket', headers: { authorization: `Bearer ${await sessionToken('user_e2e_stream')}` } });
+    expect(issued.status).toBe(201);
+    const { ticket } = JSON.parse(issued.body) as { ticket: string };
+    tokensUsed.push(ticket);
+    const stream = await openEventStream(edge, `/api/v1/billing/credits/stream?ticket=${ticket}`);
     try {
-      const initial = await stream.next((data) => data.includes('"userId":"user_e2e_stream"'));
-      expect(JSON.parse(initial)).toMatchObject({ totalCredits: 0 });
+      const initial = await stream.next((data) => data.includes('"user_id":"user_e2e_stream"'));
+      expect(JSON.parse(initial)).toMatchObject({ total_credits: 0 });
 
       expect((await deliver(purchase('user_e2e_stream', 250))).status).toBe(200);
 
-      const updated = await stream.next((data) => data.includes('"totalCredits":250'));
-      expect(JSON.parse(updated)).toMatchObject({ userId: 'user_e2e_stream', purchasedCredits: 250 });
+      const updated = await stream.next((data) => data.includes('"total_credits":250'));
+      expect(JSON.parse(updated)).toMatchObject({ user_id: 'user_e2e_stream', purchased_credits_balance: 250 });
       expect(stream.open()).toBe(true);
     } finally {
       stream.close();
