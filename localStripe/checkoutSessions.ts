@@ -131,3 +131,22 @@ export function subscriptionCheckoutSession(overrides: DeepPartial<Stripe.Checko
   };
   return checkoutSession(mergeDeep(subscriptionDefaults, overrides));
 }
+
+/** One line of a Checkout Session (`GET /v1/checkout/sessions/:id/line_items`): `quantity` of `price`. */
+export function checkoutLineItem(itemPrice: Stripe.Price, quantity: number, description: string | null): Stripe.LineItem {
+  const total = (itemPrice.unit_amount ?? 0) * quantity;
+  return {
+    id: stripeId('li'),
+    object: 'item',
+    adjustable_quantity: null,
+    amount_discount: 0,
+    amount_subtotal: total,
+    amount_tax: 0,
+    amount_total: total,
+    currency: itemPrice.currency,
+    description,
+    metadata: {},
+    price: structuredClone(itemPrice),
+    quantity,
+  };
+}

@@ -8,7 +8,7 @@
 import type Stripe from 'stripe';
 import { invalidParam, resourceMissing, StripeApiError } from './apiConventions';
 import { DEFAULT_CURRENCY, stripeId, unixSeconds } from './buildingBlocks';
-import { checkoutSession, DEFAULT_CUSTOMER_EMAIL, DEFAULT_CUSTOMER_NAME } from './checkoutSessions';
+import { checkoutLineItem, checkoutSession, DEFAULT_CUSTOMER_EMAIL, DEFAULT_CUSTOMER_NAME } from './checkoutSessions';
 import { invoice } from './invoices';
 import { charge } from './payments';
 import { price as buildPrice, subscription as buildSubscription } from './subscriptions';
@@ -175,21 +175,7 @@ export class LocalCommerce {
       throw invalidParam(`line_items[${index}][price]`, message);
     }
     if (!Number.isSafeInteger(item.quantity) || item.quantity < 1) throw invalidParam(`line_items[${index}][quantity]`, `Invalid integer: ${item.quantity}`);
-    const total = (stored.price.unit_amount ?? 0) * item.quantity;
-    return {
-      id: stripeId('li'),
-      object: 'item',
-      adjustable_quantity: null,
-      amount_discount: 0,
-      amount_subtotal: total,
-      amount_tax: 0,
-      amount_total: total,
-      currency: stored.price.currency,
-      description: stored.productName,
-      metadata: {},
-      price: structuredClone(stored.price),
-      quantity: item.quantity,
-    };
+    return checkoutLineItem(stored.price, item.quantity, stored.productName);
   }
 
   /** The session as the API returns it now: an open one past its expiry has expired. */

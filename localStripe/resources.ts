@@ -21,7 +21,7 @@ import {
 } from './apiConventions';
 import type { LocalCommerce } from './commerce';
 import { commerceRoutes } from './commerceRoutes';
-import { DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, deletedWebhookEndpoint, price, stripeId, unixSeconds, webhookEndpoint } from './objects';
+import { checkoutLineItem, DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, deletedWebhookEndpoint, price, stripeId, unixSeconds, webhookEndpoint } from './objects';
 import type { FormObject } from './form';
 
 const MAX_EVENT_TYPES_FILTER = 20;
@@ -289,7 +289,7 @@ export class LocalStripeResources {
 
   setCheckoutLineItems(sessionId: string, items: CheckoutLineItemInput[], options: { livemode?: boolean } = {}): void {
     const livemode = options.livemode ?? sessionId.startsWith('cs_live_');
-    this.lineItems.set(sessionId, { livemode, items: items.map((item) => checkoutLineItem(item, livemode)) });
+    this.lineItems.set(sessionId, { livemode, items: items.map((item) => seededLineItem(item, livemode)) });
   }
 
   private listLineItems({ livemode, params, pathParams }: ApiCall): unknown {
@@ -381,7 +381,7 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-function checkoutLineItem(input: CheckoutLineItemInput, livemode: boolean): Stripe.LineItem {
+function seededLineItem(input: CheckoutLineItemInput, livemode: boolean): Stripe.LineItem {
   if (!Number.isInteger(input.quantity) || input.quantity < 1) {
     throw new RangeError(`Line item quantity must be a positive integer (price ${input.priceId})`);
   }
@@ -396,19 +396,5 @@ function checkoutLineItem(input: CheckoutLineItemInput, livemode: boolean): Stri
     metadata: input.priceMetadata ?? {},
     ...(input.recurring === true ? {} : { type: 'one_time', recurring: null }),
   });
-  const total = unitAmount * input.quantity;
-  return {
-    id: stripeId('li'),
-    object: 'item',
-    adjustable_quantity: null,
-    amount_discount: 0,
-    amount_subtotal: total,
-    amount_tax: 0,
-    amount_total: total,
-    currency,
-    description: input.description ?? null,
-    metadata: {},
-    price: itemPrice,
-    quantity: input.quantity,
-  };
+  return checkoutLineItem(itemPrice, input.quantity, input.description ?? null);
 }
