@@ -63,3 +63,17 @@ test('with NODE_ENV=production it refuses with a clear message, prints no token 
   expect(result.stderr).toContain('make-token is for development only and refuses to run with NODE_ENV=production');
   expect(await readdir(dir)).toEqual([]);
 });
+
+test('with AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE the token carries them, as the service then requires', async () => {
+  const secret = 'a-configured-session-key-of-enough-length-0123456789';
+  const result = await makeToken(['--user', 'dave'], { AUTH_JWT_SECRET: secret, AUTH_JWT_ISSUER: 'https://login.example.com', AUTH_JWT_AUDIENCE: 'credits-api' });
+  const { payload } = await jwtVerify(result.stdout.trim(), key(secret), { issuer: 'https://login.example.com', audience: 'credits-api' });
+  expect(payload.sub).toBe('dave');
+});
+
+test('with AUTH_JWKS_URL it refuses: only the product’s sign-in holds that private key', async () => {
+  const result = await makeToken(['--user', 'erin'], { AUTH_JWKS_URL: 'https://login.example.com/.well-known/jwks.json' });
+  expect(result.code).toBe(1);
+  expect(result.stdout).toBe('');
+  expect(result.stderr).toContain('AUTH_JWKS_URL');
+});

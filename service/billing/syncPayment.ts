@@ -56,6 +56,20 @@ export function sessionOwner(session: Stripe.Checkout.Session): string | undefin
   return readUserId(session.client_reference_id, readMetadata(session as unknown as Record<string, unknown>).user_id);
 }
 
+/**
+ * A session as Stripe has it now. One Stripe does not know (a local Stripe restarted in development, a
+ * session of the other mode) can never be paid: it counts as expired, so it no longer awaits payment.
+ */
+async function retrieveSession(deps: SyncDeps, sessionId: string): Promise<Stripe.Checkout.Session> {
+  try {
+    return await deps.stripe.checkout.sessions.retrieve(sessionId);
+  } catch (error) {
+    if ((error as { statusCode?: number }).statusCode !== 404) throw error;
+    const { rows } = await deps.db.query<{ userId: string }>("UPDATE checkout_sessions SET status = 'expired' WHERE session_id = $1 RETURNING user_id AS \"userId\"", [sessionId]);
+    return { id: sessionId, object: 'checkout.session', status: 'expired', client_reference_id: rows[0]?.userId ?? null, metadata: {} } as Stripe.Checkout.Session;
+  }
+}
+
 export interface SyncDeps {
   db: Database;
   stripe: Stripe;
@@ -70,7 +84,7 @@ export interface SyncDeps {
  */
 export async function syncPayments(deps: SyncDeps, userId: string, onlySession?: Stripe.Checkout.Session): Promise<SyncReport> {
   const report: SyncReport = { sessions: [], subscription: null, changed: false };
-  const sessions = onlySession ? [onlySession] : await Promise.all((await pendingSessionIds(deps.db, userId)).map((id) => deps.stripe.checkout.sessions.retrieve(id)));
+  const sessions = onlySession ? [onlySession] : await Promise.all((await pendingSessionIds(deps.db, userId)).map((id) => retrieveSession(deps, id)));
   const subscriptionIds = new Set<string>();
   for (const session of sessions) {
     // Stripe's answer decides, never our own record: a session that is not the user's is left alone.

@@ -212,6 +212,18 @@ describe('sync-payment', () => {
     expect(synced.body).toMatchObject({ credits_remaining: planMonthlyCredits, plan: 'Pro', subscription_status: 'active', synced: { subscription: { status: 'active' } } });
   });
 
+  test('a pending session Stripe does not know (its Stripe was replaced) is closed as expired, not synced forever', async () => {
+    const user = newUser();
+    await database.db.query(
+      "INSERT INTO checkout_sessions (session_id, user_id, mode, price_id, credits, livemode, expires_at) VALUES ($1, $2, 'payment', $3, 5, false, now() + interval '1 hour')",
+      ['cs_test_forgotten_by_stripe', user, packageId],
+    );
+    expect((await credits(user)).pending_purchases).toHaveLength(1);
+    const synced = await sync(user);
+    expect(synced.status).toBe(200);
+    expect(synced.body).toMatchObject({ pending_purchases: [], synced: { sessions: [{ session_id: 'cs_test_forgotten_by_stripe', status: 'expired' }] } });
+  });
+
   test('one sync per user per interval, across replicas: then 429 with Retry-After', async () => {
     const user = newUser();
     const replica = await harness.startReplica();
