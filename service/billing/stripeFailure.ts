@@ -11,6 +11,11 @@ const stripeRetryAfterSeconds = 10;
 export function throwStripeFailure(ctx: Koa.Context, logger: Logger, error: unknown, doing: string): never {
   const { type, message, statusCode } = error as { type?: string; message?: string; statusCode?: number };
   if (typeof type !== 'string' || !type.startsWith('Stripe')) throw error;
+  // Stripe's answer to a bad key quotes part of it: neither logged nor shown.
+  if (type === 'StripeAuthenticationError' || type === 'StripePermissionError') {
+    logger.error({ stripeError: type, statusCode }, `Stripe refused the API key while ${doing}: check STRIPE_API_KEY`);
+    return ctx.throw(502, `Stripe refused this service's API key (${doing}); the operator must check STRIPE_API_KEY.`, { reason: 'stripe_refused' });
+  }
   logger.warn({ stripeError: type, statusCode, reason: message }, `Stripe call failed while ${doing}`);
   if (type === 'StripeConnectionError' || type === 'StripeAPIError' || type === 'StripeRateLimitError' || (statusCode ?? 0) >= 500) {
     ctx.set('Retry-After', String(stripeRetryAfterSeconds));

@@ -144,6 +144,22 @@ describe('checkout', () => {
     expect((await callApi(base, 'POST', '/api/v1/billing/checkout', { body: { package_id: packageId } })).status).toBe(401);
   });
 
+  test('Stripe failing is a 503 with Retry-After, Stripe refusing the key a 502 that quotes nothing of it; nothing is recorded', async () => {
+    const user = newUser();
+    harness.local.failNext(3, 500); // the first try and stripe-node's two retries
+    const unavailable = await checkout(user);
+    expect(unavailable.status).toBe(503);
+    expect(unavailable.body.error).toBe('stripe_unavailable');
+    expect(Number(unavailable.headers.get('retry-after'))).toBeGreaterThan(0);
+    harness.local.failNext(1, 401);
+    const refused = await checkout(user);
+    expect(refused.status).toBe(502);
+    expect(refused.body.message).toContain('STRIPE_API_KEY');
+    expect(JSON.stringify(refused.body)).not.toMatch(/sk_test/);
+    const { rows } = await database.db.query('SELECT 1 FROM checkout_sessions WHERE user_id = $1', [user]);
+    expect(rows).toEqual([]);
+  });
+
   test('a plan sells a subscription: its credits arrive through the webhook, and a second plan is refused while it runs', async () => {
     const user = newUser();
     const opened = await checkout(user, { plan_id: planId });
