@@ -328,6 +328,37 @@ describe('CORS for the product’s pages', () => {
   });
 });
 
+test('another user’s id in the path, query or body of any route reaches nothing of theirs', async () => {
+  const owner = newUser();
+  const intruder = newUser();
+  await buyAndPay(owner);
+  await waitUntil(async () => (await balanceOf(database.db, owner)).purchased === packageCredits, 10_000, 'the owner’s purchase');
+  const attempts: Array<[string, string, Parameters<typeof callApi>[3]]> = [
+    ['GET', `/api/v1/billing/credits/${owner}`, {}],
+    ['GET', `/api/v1/billing/ledger/${owner}`, {}],
+    ['GET', `/api/v1/billing/credits?user_id=${owner}`, {}],
+    ['GET', `/api/v1/billing/ledger?user_id=${owner}`, {}],
+    ['POST', '/api/v1/billing/sync-payment', { body: { user_id: owner } }],
+    ['POST', '/api/v1/billing/checkout', { body: { package_id: packageId, user_id: owner } }],
+    ['POST', `/api/v1/billing/credits/stream-ticket?user_id=${owner}`, {}],
+  ];
+  for (const [method, path, options] of attempts) {
+    const answer = await callApi(base, method, path, { user: intruder, ...options });
+    // A 404 may echo the path it did not find; what must never appear is the owner's data.
+    const text = JSON.stringify(answer.body);
+    expect({ path, leaked: text.includes(`"user_id":"${owner}"`) || text.includes(`:${packageCredits}`) || text.includes('cs_test_') }).toEqual({ path, leaked: false });
+  }
+  // The ticket asked for with the owner's id in the query is the intruder's own.
+  const issued = await callApi(base, 'POST', `/api/v1/billing/credits/stream-ticket?user_id=${owner}`, { user: intruder });
+  const stream = await StreamClient.open(`${base}/api/v1/billing/credits/stream?ticket=${issued.body.ticket as string}`);
+  try {
+    expect(await stream.nextBalance()).toMatchObject({ user_id: intruder, total_credits: 0 });
+  } finally {
+    stream.close();
+  }
+  expect(await balanceOf(database.db, intruder)).toEqual({ purchased: 0, subscription: 0 });
+});
+
 test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {
   await harness.local.deliveriesSettled();
   expect(await checkInvariants(database.db)).toEqual(invariantsHold);
