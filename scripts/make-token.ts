@@ -1,7 +1,7 @@
 /** Prints a development session token for the user routes: see `usage`. */
-import { SignJWT } from 'jose';
 import { ConfigError, loadConfig } from '../service/config';
-import { ensureDevSessionKey } from '../service/devSecret';
+import { sessionKey } from '../service/devSecret';
+import { signSessionToken } from '../service/users/auth';
 import { parseCommandLine, parseDurationSeconds } from './lib/cli';
 
 const usage = `
@@ -36,25 +36,12 @@ async function main(): Promise<void> {
     console.error('make-token is for development only and refuses to run with NODE_ENV=production: there, session tokens come from the product’s sign-in.');
     process.exit(1);
   }
-  const config = loadConfig(process.env);
-  let key = config.authJwtSecret;
-  let keySource = 'AUTH_JWT_SECRET';
-  if (key === undefined) {
-    const devKey = await ensureDevSessionKey(config.dataDir);
-    key = devKey.value;
-    keySource = devKey.path;
-  }
-
+  const key = (await sessionKey(loadConfig(process.env)))!; // Outside production there always is one.
   const issuedAtSeconds = Math.floor(Date.now() / 1000);
-  const token = await new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(userId!)
-    .setIssuedAt(issuedAtSeconds)
-    .setExpirationTime(issuedAtSeconds + ttlSeconds!)
-    .sign(new TextEncoder().encode(key));
+  const token = await signSessionToken(key.value, userId!, ttlSeconds!, issuedAtSeconds);
   console.log(token);
   // For a person reading the token; inside $(…) the note would only clutter the terminal.
-  if (process.stdout.isTTY) console.error(`session token for ${userId}, valid until ${new Date((issuedAtSeconds + ttlSeconds!) * 1000).toISOString()}, signed with ${keySource}`);
+  if (process.stdout.isTTY) console.error(`session token for ${userId}, valid until ${new Date((issuedAtSeconds + ttlSeconds!) * 1000).toISOString()}, signed with ${key.devKey?.path ?? 'AUTH_JWT_SECRET'}`);
 }
 
 main().catch((error: unknown) => {

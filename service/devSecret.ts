@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Config } from './config';
 
 /**
  * Outside production, secrets nobody configured are made up once and kept under the data dir, so that
@@ -28,6 +29,18 @@ export function ensureDevWebhookSecret(dataDir: string): Promise<DevSecret> {
 
 export function ensureDevSessionKey(dataDir: string): Promise<DevSecret> {
   return ensureDevSecret(devSessionKeyPath(dataDir), () => randomBytes(generatedSecretBytes).toString('hex'));
+}
+
+/**
+ * The key of user session tokens, as the service picks it: AUTH_JWT_SECRET(_FILE) when set; else, outside
+ * production, the development key (made on first use, so `make-token` and `npm start` agree whichever runs
+ * first); in production without AUTH_JWT_SECRET, none: the user routes are off.
+ */
+export async function sessionKey(config: Pick<Config, 'authJwtSecret' | 'production' | 'dataDir'>): Promise<{ value: string; devKey?: DevSecret } | undefined> {
+  if (config.authJwtSecret) return { value: config.authJwtSecret };
+  if (config.production) return undefined;
+  const devKey = await ensureDevSessionKey(config.dataDir);
+  return { value: devKey.value, devKey };
 }
 
 async function ensureDevSecret(filePath: string, generate: () => string): Promise<DevSecret> {

@@ -5,7 +5,7 @@ import { loadCatalog } from './credits/catalog';
 import { ConfigError, loadConfig, type Config } from './config';
 import { lockDataDir } from './dataDirLock';
 import { connectDatabase, describeError } from './db';
-import { ensureDevSessionKey, ensureDevWebhookSecret } from './devSecret';
+import { ensureDevWebhookSecret, sessionKey } from './devSecret';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase';
 import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
@@ -68,7 +68,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
   const catalog = loadCatalog(config.creditCatalogFile);
   const stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
   if (!stripe) logger.warn('STRIPE_API_KEY not set: credits can come only from metadata.credits, not from the catalog by price');
-  const jwtSecret = await sessionKey(config, logger);
+  const jwtSecret = await userSessionKey(config, logger);
 
   const shutdown = new AbortController();
   const app = createApp({
@@ -133,19 +133,20 @@ async function loadWebhookSecrets(config: Config, logger: Logger): Promise<Secre
 }
 
 /** The key of user session tokens; in development one is made up, so that the balance routes work too. */
-async function sessionKey(config: Config, logger: Logger): Promise<string | undefined> {
-  if (config.authJwtSecret) return config.authJwtSecret;
-  if (config.production) {
+async function userSessionKey(config: Config, logger: Logger): Promise<string | undefined> {
+  const key = await sessionKey(config);
+  if (!key) {
     logger.warn('AUTH_JWT_SECRET not set: the user balance routes (/api/v1/billing/credits) are disabled');
     return undefined;
   }
-  const devKey = await ensureDevSessionKey(config.dataDir);
-  logger.warn(
-    { keyFile: devKey.path },
-    `AUTH_JWT_SECRET not set: ${devKey.created ? 'generated' : 'reused'} the development session key in ${devKey.path}. ` +
-      'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE for real use.',
-  );
-  return devKey.value;
+  if (key.devKey) {
+    logger.warn(
+      { keyFile: key.devKey.path },
+      `AUTH_JWT_SECRET not set: ${key.devKey.created ? 'generated' : 'reused'} the development session key in ${key.devKey.path}. ` +
+        'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE for real use.',
+    );
+  }
+  return key.value;
 }
 
 /** One line on stderr naming the cause and the fix, and the cause's exit code (README: start-up failures). */

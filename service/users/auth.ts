@@ -1,5 +1,5 @@
 import type Koa from 'koa';
-import { jwtVerify } from 'jose';
+import { jwtVerify, SignJWT } from 'jose';
 
 export interface UserSession {
   userId: string;
@@ -13,7 +13,7 @@ export interface UserSession {
  * `?access_token=` (nginx logs paths without query strings).
  */
 export function userAuthenticator(jwtSecret: string) {
-  const key = new TextEncoder().encode(jwtSecret);
+  const key = hs256Key(jwtSecret);
   return async function authenticate(ctx: Koa.Context, options: { allowQueryToken?: boolean } = {}): Promise<UserSession> {
     const token = bearerToken(ctx.get('authorization')) ?? (options.allowQueryToken ? queryToken(ctx) : undefined);
     ctx.set('WWW-Authenticate', 'Bearer');
@@ -30,6 +30,21 @@ export function userAuthenticator(jwtSecret: string) {
     return ctx.throw(401, 'Invalid or expired session token: sign in again.');
   };
 }
+
+/**
+ * A session token as the product's sign-in issues it, and as `authenticate` accepts it. The service never
+ * issues one; the development scripts (`make-token`, `send-test-event`) do, with the service's key.
+ */
+export function signSessionToken(jwtSecret: string, userId: string, ttlSeconds: number, issuedAtSeconds = Math.floor(Date.now() / 1000)): Promise<string> {
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(userId)
+    .setIssuedAt(issuedAtSeconds)
+    .setExpirationTime(issuedAtSeconds + ttlSeconds)
+    .sign(hs256Key(jwtSecret));
+}
+
+const hs256Key = (jwtSecret: string) => new TextEncoder().encode(jwtSecret);
 
 function bearerToken(header: string): string | undefined {
   const match = /^bearer\s+(\S+)\s*$/i.exec(header);
