@@ -25,7 +25,7 @@ const stopDeadlineMillis = 15_000;
 let dataDir: string;
 beforeEach(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'development-start-'));
-  // As root the embedded PostgreSQL runs as the `postgres` user, which must be able to enter the data dir.
+  // As root the embedded PostgreSQL runs as the `postgres` user: a data dir it can enter keeps the cluster itself.
   await chmod(dataDir, 0o755);
 });
 afterEach(async () => {
