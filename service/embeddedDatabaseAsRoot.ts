@@ -199,7 +199,8 @@ export async function clusterOutOfReach(
   logger.warn(
     { directory: building, link: directory },
     `The "${postgresUserName}" user cannot enter ${closed}, so the embedded PostgreSQL keeps its data in ${building}, linked from ${directory}; ` +
-      `restarting the machine may clear it. To keep it under ${path.dirname(directory)}: let the user in (chmod o+x ${closed}) and remove ${directory}, run npm start as a normal user, or set DATABASE_URL.`,
+      `restarting the machine may clear it. For a database under ${path.dirname(directory)} instead (a new, empty one): let the user in (chmod o+x ${closed}) and remove the link, ` +
+      'or run npm start as a normal user; or set DATABASE_URL.',
   );
   return {
     building,
