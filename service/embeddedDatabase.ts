@@ -2,12 +2,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chown, lstat, mkdir, realpath, rename, rm, unlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from './config';
 import { binariesFolderFor, cannotEnter, clusterOutOfReach, firstClosedDirectory, packageLabel, postgresUser, type PostgresUser } from './embeddedDatabaseAsRoot';
 import type { Logger } from './logger';
+import { freePort } from './freePort';
 import { isProcessAlive } from './processAlive';
 import { StartupError, startupExitCodes } from './startupFailure';
 
@@ -198,14 +198,6 @@ function postmasterPid(directory: string): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve, reject) => probe.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 /** The last lines PostgreSQL's programs wrote, read continuously (a full pipe would stall the server). */

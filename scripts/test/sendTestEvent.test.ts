@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from '../../service/test/support/freePort';
+import { freePort } from '../../service/freePort';
 import { repositoryRoot, startServiceProcess, type ServiceProcess } from '../../service/test/support/serviceProcess';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
 

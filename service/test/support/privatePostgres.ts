@@ -8,11 +8,11 @@ import { chown, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from './freePort';
+import { postgresUser, postgresUserName } from '../../embeddedDatabaseAsRoot';
+import { freePort } from '../../freePort';
 
 const run = promisify(execFile);
 const binDir = process.env.POSTGRES_BIN_DIR ?? '/usr/lib/postgresql/15/bin';
-const osUser = 'postgres';
 
 export interface PrivatePostgres {
   port: number;
@@ -26,13 +26,13 @@ export interface PrivatePostgres {
 
 async function asPostgres(command: string, args: string[]): Promise<void> {
   const asRoot = process.getuid?.() === 0;
-  const [file, argv] = asRoot ? ['runuser', ['-u', osUser, '--', path.join(binDir, command), ...args]] : [path.join(binDir, command), args];
+  const [file, argv] = asRoot ? ['runuser', ['-u', postgresUserName, '--', path.join(binDir, command), ...args]] : [path.join(binDir, command), args];
   await run(file, argv, { timeout: 60_000 });
 }
 
 export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'private-pg-'));
-  const { uid, gid } = await userIds(osUser);
+  const { uid, gid } = await postgresUser();
   if (process.getuid?.() === 0) await chown(root, uid, gid);
   const dataDir = path.join(root, 'data');
   const port = await freePort();
@@ -59,9 +59,4 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   };
   await instance.start();
   return instance;
-}
-
-async function userIds(name: string): Promise<{ uid: number; gid: number }> {
-  const [uid, gid] = await Promise.all([run('id', ['-u', name]), run('id', ['-g', name])]);
-  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }

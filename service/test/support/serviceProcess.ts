@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { freePort } from './freePort';
+import { freePort } from '../../freePort';
 
 const run = promisify(execFile);
 
