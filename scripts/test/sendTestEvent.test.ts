@@ -1,15 +1,14 @@
 /** `npm run send-test-event` against a real running service: what a newcomer sees for each kind of answer. */
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../service/freePort';
-import { repositoryRoot, startServiceProcess, type ServiceProcess } from '../../service/test/support/serviceProcess';
+import { runScript, type ScriptRun } from '../../service/test/support/scriptProcess';
+import { startServiceProcess, type ServiceProcess } from '../../service/test/support/serviceProcess';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
 
 const webhookSecret = 'whsec_send_test_event_0123456789abcdef';
 const jwtSecret = 'send-test-event-session-key-0123456789abcdef';
-const scriptTimeoutMillis = 30_000;
 
 let database: TestDatabase;
 let service: ServiceProcess;
@@ -26,23 +25,10 @@ afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-interface ScriptRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the script as `npm run send-test-event` does, with the settings a developer's shell would have. */
 function sendTestEvent(args: string[], env: Record<string, string> = {}): Promise<ScriptRun> {
   const settings = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? os.tmpdir(), DATA_DIR: dataDir, STRIPE_WEBHOOK_SECRET: webhookSecret, AUTH_JWT_SECRET: jwtSecret, ...env };
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'scripts/send-test-event.ts', ...args],
-      { cwd: repositoryRoot, env: settings, timeout: scriptTimeoutMillis },
-      (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
-    );
-  });
+  return runScript('scripts/send-test-event.ts', args, settings);
 }
 
 const toService = () => ['--url', service.url];
