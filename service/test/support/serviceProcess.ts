@@ -243,8 +243,9 @@ export async function spawnServiceProcess(options: ServiceOptions): Promise<Spaw
   const exited = new Promise<ServiceExit>((resolve) => {
     child.once('exit', (code, signal) => {
       running = false;
-      if (temporaryDataDir) void rm(temporaryDataDir, { recursive: true, force: true });
-      resolve({ code, signal });
+      // Gone once the exit is reported: a test file that ends right after stop() leaves no folder behind.
+      const removed = temporaryDataDir ? rm(temporaryDataDir, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined) : Promise.resolve();
+      void removed.then(() => resolve({ code, signal }));
     });
   });
 
