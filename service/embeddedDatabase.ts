@@ -56,7 +56,9 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
     );
 
   if (existsSync(path.join(directory, 'PG_VERSION'))) {
+    const linkedFrom = directory;
     directory = await realpath(directory); // It may be kept elsewhere, linked from the data dir (see clusterOutOfReach).
+    if ((await lstat(linkedFrom)).isSymbolicLink()) logger.info({ directory }, `the embedded PostgreSQL's data is in ${directory}, linked from ${linkedFrom}`);
     const closed = runAs && firstClosedDirectory(directory, runAs);
     if (closed) throw cannotEnter(closed, `, on the way to the embedded PostgreSQL's data in ${directory}`);
     await stopLeftoverServer(directory, logger);

@@ -133,6 +133,7 @@ asRoot('a data dir the postgres user cannot enter', () => {
 
     const second = await start('restart');
     expect(messages(second)).not.toMatch(/creating the embedded PostgreSQL|keeps its data in/);
+    expect(messages(second)).toContain(`the embedded PostgreSQL's data is in ${cluster}, linked from ${link}`);
     expect(await readlink(link)).toBe(cluster);
     expect(await credits(second)).toBe(30);
     await second.stop();
