@@ -70,6 +70,16 @@ function configError(message: string): pulumi.RunError {
   return new pulumi.RunError(`Configuration: ${message}`);
 }
 
+/**
+ * The folder of Pulumi.yaml. `pulumi up` runs the program with `main:` (infra/) as its working directory,
+ * while operators write paths in the stack configuration relative to where they run `pulumi`: the project.
+ */
+export function projectRoot(): string {
+  // The engine sets it (PULUMI_NODEJS_ROOT_DIRECTORY); without an engine the SDK answers a placeholder word.
+  const fromEngine = pulumi.runtime.getRootDirectory();
+  return path.isAbsolute(fromEngine) ? fromEngine : path.resolve(__dirname, '..');
+}
+
 export function loadDeployConfig(): DeployConfig {
   const project = pulumi.getProject();
   const stack = pulumi.getStack();
@@ -97,7 +107,7 @@ export function loadDeployConfig(): DeployConfig {
     return value;
   };
   const readLocalFile = (key: string, file: string): string => {
-    const resolved = path.resolve(file);
+    const resolved = path.resolve(projectRoot(), file);
     try {
       return readFileSync(resolved, 'utf8');
     } catch (error) {

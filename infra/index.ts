@@ -10,14 +10,14 @@ import * as pulumi from '@pulumi/pulumi';
 import { stripeApiVersion } from '../service/stripeApi';
 import { HANDLED_EVENT_TYPES } from '../service/webhook/handledEventTypes';
 import { fingerprintSecret } from '../service/webhook/secretFingerprint';
-import { loadDeployConfig } from './config';
+import { loadDeployConfig, projectRoot } from './config';
 import { containerRuntimeDir, renderNginxConfig } from './nginxConfig';
 import { secretMountPaths, secretWriterUploads, serviceUid, writerPaths, type SecretFile } from './secretFiles';
 import { serviceHealthcheck, servicePort } from './serviceImage';
 import { StripeWebhookEndpoint } from './stripeWebhookEndpoint';
 
 const cfg = loadDeployConfig();
-const repoRoot = path.resolve(__dirname, '..');
+const repoRoot = projectRoot();
 const logs = { logDriver: 'json-file', logOpts: { 'max-size': '10m', 'max-file': '5' } };
 const labels = (role: string) => [
   { label: 'stripe-credits.stack', value: cfg.stack },

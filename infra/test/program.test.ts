@@ -266,13 +266,22 @@ test('a remote Docker host from config is used for every Docker resource', async
   expect(run.one('pulumi:providers:docker', 'docker-host').inputs.host).toBe('ssh://deploy@docker.example.com');
 });
 
-test('under the loader `pulumi up` uses (node --import tsx) the program loads and its endpoint provider serializes without a secret', () => {
+test('as `pulumi up` runs it (node --import tsx, working directory infra/), the program reads files named relative to the project and its endpoint provider serializes without a secret', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'program-under-tsx-'));
   try {
+    const projectDir = path.join(__dirname, '..', '..');
+    const catalog = path.join(dir, 'catalog.json');
+    writeFileSync(catalog, JSON.stringify({ packages: { price_underTsx: { credits: 10 } } }));
+    // Paths as an operator writes them in the stack configuration: relative to the folder of Pulumi.yaml.
+    const { values, secretKeys } = stackConfig('test', { creditCatalogFile: catalog });
+    for (const key of ['tlsCertificateFile', 'tlsKeyFile', 'creditCatalogFile']) {
+      values[`stripe-credits:${key}`] = path.relative(projectDir, values[`stripe-credits:${key}`] as string);
+    }
     const input = path.join(dir, 'config.json');
-    writeFileSync(input, JSON.stringify({ stack: 'test', ...stackConfig('test') }));
+    writeFileSync(input, JSON.stringify({ stack: 'test', values, secretKeys }));
     const output = execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'support', 'loadProgramUnderTsx.ts'), input], {
-      cwd: path.join(__dirname, '..', '..'),
+      cwd: path.join(projectDir, 'infra'),
+      env: { ...process.env, PULUMI_NODEJS_ROOT_DIRECTORY: projectDir }, // as the CLI sets it
       encoding: 'utf8',
     });
     const { types, serializedProviders, outputs } = JSON.parse(output) as { types: string[]; serializedProviders: string[]; outputs: unknown[] };
