@@ -77,6 +77,8 @@ const secretFiles: SecretFile[] = [
   { reader: 'service', name: 'database_url', value: databaseUrl },
   ...(cfg.service.authJwtSecret ? [{ reader: 'service' as const, name: 'auth_jwt_secret', value: cfg.service.authJwtSecret }] : []),
   ...(cfg.database.kind === 'container' ? [{ reader: 'postgres' as const, name: 'postgres_password', value: cfg.database.password }] : []),
+  // Not a secret, but delivered the same way: the replicas' root filesystem is read-only, so Docker cannot upload into it.
+  ...(cfg.service.creditCatalog ? [{ reader: 'service' as const, name: 'credit_catalog', value: cfg.service.creditCatalog }] : []),
 ];
 const secretWriter = new docker.Container(
   'secret-files',
@@ -131,11 +133,13 @@ if (cfg.database.kind === 'container') {
   );
 }
 
-// The service replicas: non-root, read-only, resource-limited, health-checked; secrets only as files
-// in a read-only directory mount. Secrets the service reads once at start restart them when they change.
+// The service replicas: non-root, read-only, resource-limited, health-checked; secrets and the catalog
+// only as files in a read-only directory mount. Files the service reads once at start replace them when they change.
 const serviceSecrets = secretMountPaths.service;
-const readOnceSecretsDigest = pulumi.secret(
-  pulumi.all([cfg.stripe.apiKey, databaseUrl, cfg.service.authJwtSecret ?? '']).apply((values) => createHash('sha256').update(values.join('\n')).digest('hex')),
+const readAtStartDigest = pulumi.secret(
+  pulumi
+    .all([cfg.stripe.apiKey, databaseUrl, cfg.service.authJwtSecret ?? '', cfg.service.creditCatalog ?? ''])
+    .apply((values) => createHash('sha256').update(values.join('\n')).digest('hex')),
 );
 const replicas = Array.from({ length: cfg.replicas }, (_, index) => {
   const name = `${cfg.namePrefix}-api-${index}`;
@@ -155,12 +159,11 @@ const replicas = Array.from({ length: cfg.replicas }, (_, index) => {
         `STRIPE_API_KEY_FILE=${serviceSecrets}/stripe_api_key`,
         `DATABASE_URL_FILE=${serviceSecrets}/database_url`,
         ...(cfg.service.authJwtSecret ? [`AUTH_JWT_SECRET_FILE=${serviceSecrets}/auth_jwt_secret`] : []),
-        ...(cfg.service.creditCatalog ? ['CREDIT_CATALOG_FILE=/app/config/credit-catalog.json'] : []),
+        ...(cfg.service.creditCatalog ? [`CREDIT_CATALOG_FILE=${serviceSecrets}/credit_catalog`] : []),
         `WEBHOOK_MAX_BODY_BYTES=${cfg.service.maxBodyBytes}`,
         `LOG_LEVEL=${cfg.service.logLevel}`,
       ],
       mounts: [{ type: 'bind', source: `${cfg.secretsDir}/service`, target: serviceSecrets, readOnly: true }],
-      uploads: cfg.service.creditCatalog ? [{ file: '/app/config/credit-catalog.json', content: cfg.service.creditCatalog, permissions: '0444' }] : [],
       networksAdvanced: [{ name: network.name, aliases: [serviceAlias] }],
       healthcheck: { tests: serviceHealthcheck, interval: '10s', timeout: '3s', retries: 3, startPeriod: '20s' },
       wait: true,
@@ -180,7 +183,7 @@ const replicas = Array.from({ length: cfg.replicas }, (_, index) => {
       ...onHost,
       deleteBeforeReplace: true,
       dependsOn: database ? [secretWriter, database] : [secretWriter],
-      replacementTrigger: readOnceSecretsDigest,
+      replacementTrigger: readAtStartDigest,
     },
   );
 });

@@ -296,3 +296,39 @@ test('as `pulumi up` runs it (node --import tsx, working directory infra/), the 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+describe('the credit catalog', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'catalog-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const catalogFile = (credits: number) => {
+    const file = path.join(dir, `catalog-${credits}.json`);
+    writeFileSync(file, JSON.stringify({ packages: { price_catalogTest: { credits, name: `${credits} credits` } } }));
+    return file;
+  };
+
+  test('reaches the read-only replicas as a file of their read-only secrets mount, not as an upload Docker would refuse', async () => {
+    const run = await runProgram('test', { creditCatalogFile: catalogFile(1000) });
+
+    for (const replica of replicas(run)) {
+      expect(replica.inputs.readOnly).toBe(true);
+      expect(unwrap(replica.inputs.uploads) ?? []).toEqual([]);
+      expect(envOf(replica)).toContain('CREDIT_CATALOG_FILE=/run/secrets/stripe-credits/credit_catalog');
+      expect(unwrap(replica.inputs.mounts)).toEqual([expect.objectContaining({ target: '/run/secrets/stripe-credits', readOnly: true })]);
+    }
+    const uploads = unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>;
+    const installed = uploads.find((upload) => upload.file === '/run/secret-files/service/credit_catalog');
+    expect(JSON.parse(String(unwrap(installed?.content)))).toEqual({ packages: { price_catalogTest: { credits: 1000, name: '1000 credits' } } });
+  });
+
+  test('a changed catalog replaces the replicas, which read it once at start', async () => {
+    const trigger = async (credits: number) => unwrap(replicas(await runProgram('test', { creditCatalogFile: catalogFile(credits) }))[0]?.options.replacementTrigger);
+
+    const first = await trigger(1000);
+    expect(first).toEqual(expect.any(String));
+    expect(await trigger(1000)).toBe(first);
+    expect(await trigger(2000)).not.toBe(first);
+  });
+});

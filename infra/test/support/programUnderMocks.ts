@@ -31,6 +31,31 @@ export interface Registration {
   type: string;
   name: string;
   inputs: Record<string, unknown>;
+  /** The resource options as the engine receives them (the mock's `newResource` is not told these). */
+  options: RegistrationOptions;
+}
+
+export interface RegistrationOptions {
+  /** Names of the resources this one waits for: dependsOn and every resource whose output it takes. */
+  dependsOn: string[];
+  protect: boolean;
+  deleteBeforeReplace: boolean;
+  retainOnDelete: boolean;
+  /** A value whose change replaces the resource (secrets arrive wrapped, as in inputs). */
+  replacementTrigger: unknown;
+  additionalSecretOutputs: string[];
+}
+
+/** The parts of the engine's RegisterResourceRequest read here. */
+interface RegisterResourceRequest {
+  getType(): string;
+  getName(): string;
+  getDependenciesList(): string[];
+  getProtect(): boolean;
+  getDeletebeforereplace(): boolean;
+  getRetainondelete(): boolean;
+  getReplacementTrigger(): { toJavaScript(): unknown } | undefined;
+  getAdditionalsecretoutputsList(): string[];
 }
 
 export interface ProgramRun {
@@ -105,10 +130,13 @@ export async function runProgram(stack: StackName, overrides: Record<string, str
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const pulumi = require('@pulumi/pulumi') as typeof Pulumi;
   const registrations: Registration[] = [];
+  const optionsByResource = new Map<string, RegistrationOptions>();
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
-        registrations.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown> });
+        const options = optionsByResource.get(`${args.type}::${args.name}`);
+        if (!options) throw new Error(`no resource options recorded for ${args.type} ${args.name}`);
+        registrations.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown>, options });
         return mockState(args.type, args.inputs as Record<string, unknown>);
       },
       call: (args) => args.inputs,
@@ -117,6 +145,20 @@ export async function runProgram(stack: StackName, overrides: Record<string, str
     stack,
     false,
   );
+  // The mock monitor passes only type, name and inputs on: read the options from the request itself.
+  const monitor = pulumi.runtime.getMonitor() as unknown as { registerResource(req: RegisterResourceRequest, callback: unknown): unknown };
+  const registerResource = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, callback) => {
+    optionsByResource.set(`${req.getType()}::${req.getName()}`, {
+      dependsOn: req.getDependenciesList().map((urn) => urn.split('::').pop() as string),
+      protect: req.getProtect(),
+      deleteBeforeReplace: req.getDeletebeforereplace(),
+      retainOnDelete: req.getRetainondelete(),
+      replacementTrigger: req.getReplacementTrigger()?.toJavaScript(),
+      additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
+    });
+    return registerResource(req, callback);
+  };
   const { values, secretKeys } = stackConfig(stack, overrides);
   pulumi.runtime.setAllConfig(values, secretKeys);
 
