@@ -18,6 +18,8 @@ export interface DeployConfig {
   domain: string;
   webhookUrl: string;
   dockerHost: string;
+  /** The Docker host's platform: images are built and pulled for it, whatever machine runs Pulumi. */
+  platform: string;
   replicas: number;
   httpsPort: number;
   httpPort: number;
@@ -49,6 +51,7 @@ export interface DeployConfig {
 /** Defaults of the optional settings; Pulumi.yaml declares the same values (a test keeps them equal). */
 export const configDefaults = {
   dockerHost: 'unix:///var/run/docker.sock',
+  platform: 'linux/amd64',
   replicas: 2,
   stripeApiBase: STRIPE_API_BASE,
   serviceMemoryMb: 512,
@@ -183,6 +186,11 @@ export function loadDeployConfig(): DeployConfig {
   const secretsDir = text('secretsDir', '') || `/srv/${project}/${stack}/secrets`;
   if (!/^\/[\w.-]+(\/[\w.-]+)+$/.test(secretsDir)) throw configError(`secretsDir must be an absolute path below /, got "${secretsDir}".`);
 
+  const platform = text('platform', configDefaults.platform);
+  if (!/^linux\/(amd64|arm64|arm\/v7|arm\/v6|386|ppc64le|s390x|riscv64)$/.test(platform)) {
+    throw configError(`platform must be the Docker host's platform such as linux/amd64 or linux/arm64, got "${platform}".`);
+  }
+
   const namePrefix = `${project}-${stack}`.toLowerCase().replace(/[^a-z0-9_.-]/g, '-');
   return {
     stack,
@@ -191,6 +199,7 @@ export function loadDeployConfig(): DeployConfig {
     domain,
     webhookUrl: `https://${domain}${httpsPort === 443 ? '' : `:${httpsPort}`}${webhookPath}`,
     dockerHost: text('dockerHost', configDefaults.dockerHost),
+    platform,
     replicas: integer('replicas', configDefaults.replicas, 1, 32),
     httpsPort,
     httpPort,

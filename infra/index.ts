@@ -56,7 +56,8 @@ const image = new docker.Image(
   'service-image',
   {
     imageName: `${cfg.namePrefix}-service:latest`,
-    build: { context: repoRoot, dockerfile: path.join(repoRoot, 'Dockerfile') },
+    // For the Docker host's platform: without it, an arm64 laptop would build arm64 for an amd64 server.
+    build: { context: repoRoot, dockerfile: path.join(repoRoot, 'Dockerfile'), platform: cfg.platform },
     skipPush: true,
   },
   onHost,
@@ -109,7 +110,7 @@ secretWriter.exitCode.apply((code) => {
 let database: docker.Container | undefined;
 if (cfg.database.kind === 'container') {
   const dataVolume = new docker.Volume('postgres-data', { name: `${cfg.namePrefix}-pgdata`, labels: labels('postgres') }, { ...onHost, retainOnDelete: true });
-  const postgresImage = new docker.RemoteImage('postgres-image', { name: cfg.database.image, keepLocally: true }, onHost);
+  const postgresImage = new docker.RemoteImage('postgres-image', { name: cfg.database.image, platform: cfg.platform, keepLocally: true }, onHost);
   database = new docker.Container(
     'postgres',
     {
@@ -208,7 +209,7 @@ const nginxConfig = renderNginxConfig({
   workerProcesses: 'auto',
   workerUser: 'nginx',
 });
-const nginxImage = new docker.RemoteImage('nginx-image', { name: cfg.nginx.image, keepLocally: true }, onHost);
+const nginxImage = new docker.RemoteImage('nginx-image', { name: cfg.nginx.image, platform: cfg.platform, keepLocally: true }, onHost);
 const nginx = new docker.Container(
   'nginx',
   {

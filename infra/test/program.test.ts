@@ -332,3 +332,13 @@ describe('the credit catalog', () => {
     expect(await trigger(2000)).not.toBe(first);
   });
 });
+
+test('images are built and pulled for the Docker host’s platform (linux/amd64 unless configured), not the machine running Pulumi', async () => {
+  const platforms = (run: ProgramRun) => [
+    (run.one('docker:index/image:Image', 'service-image').inputs.build as { platform?: string }).platform,
+    ...run.byType('docker:index/remoteImage:RemoteImage').map((image) => image.inputs.platform),
+  ];
+  expect(platforms(await runProgram('test'))).toEqual(['linux/amd64', 'linux/amd64', 'linux/amd64']);
+  expect(platforms(await runProgram('test', { platform: 'linux/arm64' }))).toEqual(['linux/arm64', 'linux/arm64', 'linux/arm64']);
+  await expect(runProgram('test', { platform: 'arm64' })).rejects.toThrow(/platform must be the Docker host's platform/);
+});
