@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
+import { otherSpellings } from '../../service/test/support/pathSpellings';
 import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test/support/stripeFixtures';
 import { webhookPath } from '../../service/webhook/route';
 import { configDefaults } from '../config';
@@ -203,6 +204,37 @@ describe('nginx in front of two service replicas', () => {
       expect(new Set(flood.map((reply) => reply.status))).toEqual(new Set([400, 429]));
     } finally {
       agent.destroy();
+    }
+  });
+
+  test('no other spelling of the webhook path reaches the handler through nginx, one at a time or in a flood', async () => {
+    const before = await Promise.all(replicaHosts.map(processedBy));
+    for (const target of otherSpellings(webhookPath)) {
+      const delivery = signedDelivery(purchase('user_e2e_spelling', 3), [webhookSecret]);
+      const reply = await request(edge, { method: 'POST', path: target, headers: delivery.headers, body: delivery.body, localAddress: '127.0.0.5' });
+      expect({ target, status: reply.status }).toEqual({ target, status: 404 });
+    }
+
+    // The flood that got 800 × 200 past the rate limit through `/webhook/` when the router ignored trailing slashes.
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 64 });
+    try {
+      const flood = await inParallel(800, 64, (index) => {
+        const target = index % 2 === 0 ? `${webhookPath}/` : webhookPath.replace('webhook', 'WEBHOOK');
+        const delivery = signedDelivery(purchase(`user_e2e_flood_${index}`, 1), [webhookSecret]);
+        return request(edge, { method: 'POST', path: target, headers: delivery.headers, body: delivery.body, localAddress: '127.0.0.6', agent });
+      });
+      expect(new Set(flood.map((reply) => reply.status))).toEqual(new Set([404]));
+    } finally {
+      agent.destroy();
+    }
+    expect(await Promise.all(replicaHosts.map(processedBy))).toEqual(before);
+  });
+
+  test('nginx itself refuses other spellings inside the webhook’s folder, whatever the service’s router does', async () => {
+    for (const target of [`${webhookPath}/`, webhookPath.replace('webhook', 'WEBHOOK'), `${webhookPath}/x`, '/api/v1/billing/stripe/']) {
+      const reply = await request(edge, { method: 'POST', path: target, headers: { 'content-type': 'application/json' }, body: '{}' });
+      // The service answers 404 in JSON; this is nginx's own page.
+      expect({ target, status: reply.status, type: reply.headers['content-type'] }).toEqual({ target, status: 404, type: 'text/html' });
     }
   });
 
