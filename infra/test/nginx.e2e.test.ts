@@ -257,7 +257,7 @@ describe('nginx in front of two service replicas', () => {
 
   test('the credits event stream arrives unbuffered through nginx and carries a new balance while open', async () => {
     const token = await sessionToken('user_e2e_stream');
-    const stream = await openEventStream(edge, `/api/v1/billing/credits/stream?access_token=${token}`);
+    const stream = await openEventStream(edge, '/api/v1/billing/credits/stream', { authorization: `Bearer ${token}` });
     try {
       const initial = await stream.next((data) => data.includes('"userId":"user_e2e_stream"'));
       expect(JSON.parse(initial)).toMatchObject({ totalCredits: 0 });
@@ -278,7 +278,7 @@ describe('nginx in front of two service replicas', () => {
     await Promise.all(replicas.map((replica) => replica.stop()));
     const logs = [readLog(path.join(nginxDir, 'access.log')), readLog(path.join(nginxDir, 'error.log')), ...replicas.map((replica) => replica.output())].join('\n');
 
-    expect(logs).toContain('/api/v1/billing/credits/stream'); // the stream request was logged, without its query
+    expect(logs).toContain('/api/v1/billing/credits/stream'); // the stream request was logged
     for (const secret of [webhookSecret, apiKey, jwtSecret, ...tokensUsed]) expect(logs).not.toContain(secret);
   });
 });
@@ -340,6 +340,71 @@ describe('nginx towards an upstream that records what it receives', () => {
       await expect(stream.next((data) => data === 'second')).resolves.toBe('second');
     } finally {
       stream.close();
+    }
+  });
+});
+
+describe('nginx while every replica is down', () => {
+  let dir: string;
+  let dns: DnsServer;
+  let nginx: NginxProcess | undefined;
+  let edge: Edge;
+  const sessionToken = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyX2xvZ3MifQ.sessionTokenNeverInALog';
+  const ticket = 'tkt_oneTimeStreamTicketNeverInALog';
+  const signature = 't=1700000000,v1=signatureNeverInALog';
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'nginx-upstream-down-'));
+    const downHost = '127.0.0.7';
+    const nothingListens = await freePort([downHost]);
+    dns = await startDnsServer(upstreamName, [downHost]);
+    const ports = { https: await freePort(), http: await freePort() };
+    nginx = await startNginx(dir, edgeConfig(dir, ports, `${upstreamName}:${nothingListens}`, dns.address));
+    edge = { host: '127.0.0.1', port: ports.https, domain, ca: readFileSync(path.join(dir, 'tls.crt')) };
+  });
+
+  afterAll(async () => {
+    await nginx?.stop();
+    await dns?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('no credential reaches either nginx log: Authorization and Stripe-Signature are not logged, ?ticket= stays out of the error log, ?access_token= is refused before proxying', async () => {
+    const bearer = { authorization: `Bearer ${sessionToken}` };
+    const replies = {
+      balance: await request(edge, { path: '/api/v1/billing/credits', headers: bearer }),
+      streamWithHeader: await request(edge, { path: '/api/v1/billing/credits/stream', headers: bearer }),
+      streamWithTicket: await request(edge, { path: `/api/v1/billing/credits/stream?ticket=${ticket}` }),
+      webhook: await request(edge, { method: 'POST', path: webhookPath, headers: { 'stripe-signature': signature, 'content-type': 'application/json' }, body: '{}' }),
+      streamWithToken: await request(edge, { path: `/api/v1/billing/credits/stream?access_token=${sessionToken}` }),
+      balanceWithToken: await request(edge, { path: `/api/v1/billing/credits?x=1&ACCESS_TOKEN=${sessionToken}` }),
+      encodedToken: await request(edge, { path: `/api/v1/billing/credits?access%5Ftoken=${sessionToken}` }),
+      ticketElsewhere: await request(edge, { path: `/api/v1/billing/credits?ticket=${ticket}` }),
+    };
+    await nginx?.stop(); // flushes and closes both logs
+    nginx = undefined;
+
+    expect(Object.fromEntries(Object.entries(replies).map(([name, reply]) => [name, reply.status]))).toEqual({
+      balance: 502,
+      streamWithHeader: 502,
+      streamWithTicket: 502,
+      webhook: 502,
+      streamWithToken: 400,
+      balanceWithToken: 400,
+      encodedToken: 400,
+      ticketElsewhere: 400,
+    });
+    expect(replies.streamWithToken.body).toContain('Authorization header');
+    const errorLog = readLog(path.join(dir, 'error.log'));
+    const accessLog = readLog(path.join(dir, 'access.log'));
+    expect(errorLog).toMatch(/connect\(\) failed .* while connecting to upstream/); // the path that quotes request lines ran
+    expect(accessLog.split('\n').filter(Boolean)).toHaveLength(Object.keys(replies).length);
+    for (const credential of [sessionToken, ticket, 'signatureNeverInALog']) {
+      expect({ credential, inErrorLog: errorLog.includes(credential), inAccessLog: accessLog.includes(credential) }).toEqual({
+        credential,
+        inErrorLog: false,
+        inAccessLog: false,
+      });
     }
   });
 });
