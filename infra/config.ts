@@ -25,6 +25,8 @@ export interface DeployConfig {
   httpPort: number;
   /** Host directory (on the Docker host) that holds the secret files. */
   secretsDir: string;
+  /** Host directory nginx serves at /.well-known/acme-challenge/ (certbot's webroot). */
+  acmeWebrootDir: string;
   stripe: {
     apiKey: pulumi.Output<string>;
     apiBase: string;
@@ -58,13 +60,18 @@ export const configDefaults = {
   serviceCpus: '1',
   logLevel: 'info',
   webhookMaxBodyBytes: 1024 * 1024,
-  postgresImage: 'postgres:17-bookworm',
+  // Pinned by digest (the tag says what it is, the digest what runs): an image changes only when this does.
+  postgresImage: 'postgres:17-bookworm@sha256:4f736ae292687621d4dbe0d499ffd024a36bd2ee7d8ca6f2ccd4c800f047b394',
   httpsPort: 443,
   httpPort: 80,
-  nginxImage: 'nginx:1.28',
+  // The same nginx version as the end-to-end tests run (Debian bookworm's 1.22.1).
+  nginxImage: 'nginx:1.22.1-alpine@sha256:a9e4fce28ad7cc7de45772686a22dbeaeeb54758b16f25bf8f64ce33f3bff636',
   webhookRateLimitPerSecond: 100,
   webhookRateLimitBurst: 500,
 };
+
+/** An image reference pinned by digest: `name[:tag]@sha256:<64 hex>`. */
+const pinnedImage = /^[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?@sha256:[0-9a-f]{64}$/;
 
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -119,6 +126,19 @@ export function loadDeployConfig(): DeployConfig {
     }
   };
 
+  const hostDirectory = (key: string, fallback: string): string => {
+    const dir = text(key, '') || fallback;
+    if (!/^\/[\w.-]+(\/[\w.-]+)+$/.test(dir)) throw configError(`${key} must be an absolute path below /, got "${dir}".`);
+    return dir;
+  };
+  const image = (key: string, fallback: string): string => {
+    const reference = text(key, fallback);
+    if (!pinnedImage.test(reference)) {
+      throw configError(`${key} must be pinned by digest (name:tag@sha256:…, see docker buildx imagetools inspect), got "${reference}".`);
+    }
+    return reference;
+  };
+
   const mode = config.require('stripeMode');
   if (mode !== 'test' && mode !== 'live') throw configError(`stripeMode must be "test" or "live", got "${mode}".`);
 
@@ -157,7 +177,7 @@ export function loadDeployConfig(): DeployConfig {
     database = { kind: 'external', url: pulumi.secret(databaseUrl) };
   } else {
     const password = requireSecret('postgresPassword', '"$(openssl rand -base64 32)"  (or set databaseUrl for an external PostgreSQL)');
-    database = { kind: 'container', image: text('postgresImage', configDefaults.postgresImage), password: pulumi.secret(password) };
+    database = { kind: 'container', image: image('postgresImage', configDefaults.postgresImage), password: pulumi.secret(password) };
   }
 
   const certificate = readLocalFile('tlsCertificateFile', config.require('tlsCertificateFile'));
@@ -183,8 +203,8 @@ export function loadDeployConfig(): DeployConfig {
   const cpus = text('serviceCpus', configDefaults.serviceCpus);
   if (!/^\d+(\.\d+)?$/.test(cpus) || Number(cpus) <= 0) throw configError(`serviceCpus must be a positive number such as 0.5, got "${cpus}".`);
 
-  const secretsDir = text('secretsDir', '') || `/srv/${project}/${stack}/secrets`;
-  if (!/^\/[\w.-]+(\/[\w.-]+)+$/.test(secretsDir)) throw configError(`secretsDir must be an absolute path below /, got "${secretsDir}".`);
+  const secretsDir = hostDirectory('secretsDir', `/srv/${project}/${stack}/secrets`);
+  const acmeWebrootDir = hostDirectory('acmeWebrootDir', `/srv/${project}/${stack}/acme`);
 
   const platform = text('platform', configDefaults.platform);
   if (!/^linux\/(amd64|arm64|arm\/v7|arm\/v6|386|ppc64le|s390x|riscv64)$/.test(platform)) {
@@ -204,6 +224,7 @@ export function loadDeployConfig(): DeployConfig {
     httpsPort,
     httpPort,
     secretsDir,
+    acmeWebrootDir,
     stripe: {
       apiKey: pulumi.secret(apiKey),
       apiBase: text('stripeApiBase', configDefaults.stripeApiBase),
@@ -222,7 +243,7 @@ export function loadDeployConfig(): DeployConfig {
       creditCatalog,
     },
     nginx: {
-      image: text('nginxImage', configDefaults.nginxImage),
+      image: image('nginxImage', configDefaults.nginxImage),
       webhookRatePerSecond: integer('webhookRateLimitPerSecond', configDefaults.webhookRateLimitPerSecond, 1, 100000),
       webhookBurst: integer('webhookRateLimitBurst', configDefaults.webhookRateLimitBurst, 1, 100000),
     },

@@ -11,7 +11,7 @@ import { stripeApiVersion } from '../service/stripeApi';
 import { HANDLED_EVENT_TYPES } from '../service/webhook/handledEventTypes';
 import { fingerprintSecret } from '../service/webhook/secretFingerprint';
 import { loadDeployConfig, projectRoot } from './config';
-import { containerRuntimeDir, renderNginxConfig } from './nginxConfig';
+import { containerAcmeWebroot, containerRuntimeDir, renderNginxConfig } from './nginxConfig';
 import { secretMountPaths, secretWriterUploads, serviceUid, writerPaths, type SecretFile } from './secretFiles';
 import { serviceHealthcheck, servicePort } from './serviceImage';
 import { StripeWebhookEndpoint } from './stripeWebhookEndpoint';
@@ -198,6 +198,7 @@ const nginxConfig = renderNginxConfig({
   httpsPublicPort: cfg.httpsPort,
   tlsCertificatePath: '/etc/nginx/tls/tls.crt',
   tlsKeyPath: '/etc/nginx/tls/tls.key',
+  acmeWebroot: containerAcmeWebroot,
   upstream: `${serviceAlias}:${servicePort}`,
   resolver: '127.0.0.11', // Docker's embedded DNS on user-defined networks
   maxBodyBytes: cfg.service.maxBodyBytes,
@@ -220,6 +221,8 @@ const nginx = new docker.Container(
       { internal: 80, external: cfg.httpPort },
     ],
     networksAdvanced: [{ name: network.name }],
+    // certbot writes challenges into the host folder (`volumes`, unlike `mounts`, creates it when missing).
+    volumes: [{ hostPath: cfg.acmeWebrootDir, containerPath: containerAcmeWebroot, readOnly: true }],
     uploads: [
       { file: '/etc/nginx/nginx.conf', content: nginxConfig, permissions: '0444' },
       { file: '/etc/nginx/tls/tls.crt', content: cfg.tls.certificate, permissions: '0444' },

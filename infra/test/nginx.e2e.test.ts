@@ -39,6 +39,7 @@ function edgeConfig(dir: string, ports: { https: number; http: number }, upstrea
     httpsPublicPort: ports.https,
     tlsCertificatePath: tls.certificatePath,
     tlsKeyPath: tls.keyPath,
+    acmeWebroot: path.join(dir, 'acme'),
     upstream,
     resolver,
     maxBodyBytes: configDefaults.webhookMaxBodyBytes,
@@ -246,6 +247,41 @@ describe('nginx in front of two service replicas', () => {
     }
   });
 
+  test('every HTTPS answer carries HSTS, errors included', async () => {
+    const answers = [
+      await deliver(purchase('user_e2e_hsts', 1)),
+      await request(edge, { method: 'POST', path: webhookPath, headers: { 'content-type': 'application/json' }, body: '{}' }),
+      await request(edge, { method: 'GET', path: webhookPath }),
+      await request(edge, { method: 'POST', path: webhookPath, body: Buffer.alloc(configDefaults.webhookMaxBodyBytes + 1, 0x20) }),
+      await request(edge, { path: '/' }),
+      await request(edge, { path: '/api/v1/billing/nothing-here' }),
+      await request(edge, { path: '/api/v1/billing/credits?access_token=x' }),
+    ];
+    expect(answers.map((reply) => reply.status)).toEqual([200, 400, 405, 413, 404, 404, 400]);
+    for (const reply of answers) expect({ status: reply.status, hsts: reply.headers['strict-transport-security'] }).toEqual({ status: reply.status, hsts: 'max-age=31536000' });
+  });
+
+  test('plain HTTP serves ACME challenges from the webroot (certbot --webroot) and redirects everything else', async () => {
+    const challenges = path.join(nginxDir, 'acme', '.well-known', 'acme-challenge');
+    mkdirSync(challenges, { recursive: true });
+    writeFileSync(path.join(challenges, 'token-e2e_123'), 'token-e2e_123.keyAuthorization');
+    const get = (target: string) =>
+      new Promise<{ status: number; body: string; location?: string }>((resolve, reject) =>
+        http
+          .get({ host: '127.0.0.1', port: httpPort, path: target, headers: { host: domain } }, (reply) => {
+            let body = '';
+            reply.on('data', (chunk: Buffer) => (body += chunk.toString()));
+            reply.on('end', () => resolve({ status: reply.statusCode ?? 0, body, location: reply.headers.location }));
+          })
+          .on('error', reject),
+      );
+
+    await expect(get('/.well-known/acme-challenge/token-e2e_123')).resolves.toMatchObject({ status: 200, body: 'token-e2e_123.keyAuthorization' });
+    await expect(get('/.well-known/acme-challenge/unknown')).resolves.toMatchObject({ status: 404 });
+    await expect(get('/.well-known/acme-challenge/../../nginx.conf')).resolves.not.toMatchObject({ status: 200 });
+    await expect(get('/.well-known/other')).resolves.toMatchObject({ status: 301 });
+  });
+
   test('plain HTTP is redirected to the same path over HTTPS', async () => {
     const reply = await new Promise<http.IncomingMessage>((resolve, reject) =>
       http.get({ host: '127.0.0.1', port: httpPort, path: '/api/v1/billing/credits?x=1', headers: { host: domain } }, resolve).on('error', reject),
@@ -398,6 +434,7 @@ describe('nginx while every replica is down', () => {
     const errorLog = readLog(path.join(dir, 'error.log'));
     const accessLog = readLog(path.join(dir, 'access.log'));
     expect(errorLog).toMatch(/connect\(\) failed .* while connecting to upstream/); // the path that quotes request lines ran
+    for (const reply of Object.values(replies)) expect(reply.headers['strict-transport-security']).toBe('max-age=31536000');
     expect(accessLog.split('\n').filter(Boolean)).toHaveLength(Object.keys(replies).length);
     for (const credential of [sessionToken, ticket, 'signatureNeverInALog']) {
       expect({ credential, inErrorLog: errorLog.includes(credential), inAccessLog: accessLog.includes(credential) }).toEqual({

@@ -342,3 +342,17 @@ test('images are built and pulled for the Docker host’s platform (linux/amd64 
   expect(platforms(await runProgram('test', { platform: 'linux/arm64' }))).toEqual(['linux/arm64', 'linux/arm64', 'linux/arm64']);
   await expect(runProgram('test', { platform: 'arm64' })).rejects.toThrow(/platform must be the Docker host's platform/);
 });
+
+test('PostgreSQL and nginx run images pinned by digest; a floating tag stops the deployment', async () => {
+  const run = await runProgram('live');
+  for (const image of run.byType('docker:index/remoteImage:RemoteImage')) expect(image.inputs.name).toMatch(/^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$/);
+  await expect(runProgram('live', { nginxImage: 'nginx:1.22' })).rejects.toThrow(/nginxImage must be pinned by digest/);
+  await expect(runProgram('live', { postgresImage: 'postgres:17' })).rejects.toThrow(/postgresImage must be pinned by digest/);
+});
+
+test('nginx serves the host’s ACME webroot read-only, for certbot’s webroot mode', async () => {
+  const nginx = (await runProgram('live')).one(containerType, 'nginx');
+  expect(unwrap(nginx.inputs.volumes)).toEqual([{ hostPath: '/srv/stripe-credits/live/acme', containerPath: '/var/www/acme', readOnly: true }]);
+  const uploads = unwrap(nginx.inputs.uploads) as Array<{ file: string; content: unknown }>;
+  expect(String(unwrap(uploads.find((upload) => upload.file === '/etc/nginx/nginx.conf')?.content))).toContain('root /var/www/acme;');
+});

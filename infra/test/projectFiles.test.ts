@@ -47,7 +47,7 @@ describe('Pulumi.yaml', () => {
   const declared = declaredConfig();
   const configSource = read('infra/config.ts');
   const readKeys = [
-    ...configSource.matchAll(/\b(?:config\.(?:require|get|getBoolean|getNumber)|text|integer|rawSecret|requireSecret|readLocalFile)\('(\w+)'/g),
+    ...configSource.matchAll(/\b(?:config\.(?:require|get|getBoolean|getNumber)|text|integer|hostDirectory|image|rawSecret|requireSecret|readLocalFile)\('(\w+)'/g),
   ].map((match) => match[1]);
 
   test('declares every key the program reads, each with a type and a description', () => {
