@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import * as docker from '@pulumi/docker';
 import * as pulumi from '@pulumi/pulumi';
+import { shutdownGraceMillis } from '../service/main';
 import { stripeApiVersion } from '../service/stripeApi';
 import { HANDLED_EVENT_TYPES } from '../service/webhook/handledEventTypes';
 import { fingerprintSecret } from '../service/webhook/secretFingerprint';
@@ -26,6 +27,16 @@ const labels = (role: string) => [
 /** Docker DNS name shared by every replica: nginx resolves it to all of them. */
 const serviceAlias = 'billing-api';
 const postgresAlias = 'postgres';
+/**
+ * How long Docker waits after the stop signal before it kills, when a container is replaced or removed
+ * (`destroyGraceSeconds`; unset, the provider kills at once) and when it is stopped (`stopTimeout`).
+ * PostgreSQL shuts down with a checkpoint; a replica finishes its in-flight requests first.
+ */
+export const stopGraceSeconds = {
+  postgres: 90,
+  service: Math.ceil(shutdownGraceMillis / 1000) + 5,
+  nginx: 10,
+};
 
 // The Docker host everything runs on: the local socket, or ssh://user@host for a remote one.
 const dockerHost = new docker.Provider('docker-host', { host: cfg.dockerHost });
@@ -126,7 +137,8 @@ if (cfg.database.kind === 'container') {
       wait: true,
       restart: 'unless-stopped',
       memory: 1024,
-      stopTimeout: 60,
+      stopTimeout: stopGraceSeconds.postgres,
+      destroyGraceSeconds: stopGraceSeconds.postgres,
       labels: labels('postgres'),
       ...logs,
     },
@@ -176,7 +188,8 @@ const replicas = Array.from({ length: cfg.replicas }, (_, index) => {
       tmpfs: { '/tmp': 'rw,noexec,nosuid,size=16m' },
       capabilities: { drops: ['ALL'] },
       securityOpts: ['no-new-privileges:true'],
-      stopTimeout: 15,
+      stopTimeout: stopGraceSeconds.service,
+      destroyGraceSeconds: stopGraceSeconds.service,
       labels: labels('api'),
       ...logs,
     },
@@ -230,6 +243,8 @@ const nginx = new docker.Container(
     ],
     restart: 'unless-stopped',
     memory: 256,
+    stopTimeout: stopGraceSeconds.nginx,
+    destroyGraceSeconds: stopGraceSeconds.nginx,
     labels: labels('nginx'),
     ...logs,
   },

@@ -19,7 +19,7 @@ export interface RunningService {
 }
 
 /** How long SIGTERM waits for in-flight requests before closing the remaining connections. */
-const shutdownGraceMillis = 10_000;
+export const shutdownGraceMillis = 10_000;
 /** During shutdown, how often connections whose request has been answered are closed. */
 const idleSweepMillis = 50;
 const keepAliveTimeoutMillis = 65_000;

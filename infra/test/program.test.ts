@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
+import { shutdownGraceMillis } from '../../service/main';
 import { stripeApiVersion } from '../../service/stripeApi';
 import {
   endpointType,
@@ -355,4 +356,18 @@ test('nginx serves the host’s ACME webroot read-only, for certbot’s webroot 
   expect(unwrap(nginx.inputs.volumes)).toEqual([{ hostPath: '/srv/stripe-credits/live/acme', containerPath: '/var/www/acme', readOnly: true }]);
   const uploads = unwrap(nginx.inputs.uploads) as Array<{ file: string; content: unknown }>;
   expect(String(unwrap(uploads.find((upload) => upload.file === '/etc/nginx/nginx.conf')?.content))).toContain('root /var/www/acme;');
+});
+
+test('containers stop gracefully when replaced or removed: PostgreSQL gets a minute and more, a replica more than its drain', async () => {
+  const run = await runProgram('test');
+  const grace = (container: Registration) => ({ destroy: container.inputs.destroyGraceSeconds as number, stop: container.inputs.stopTimeout as number });
+  const drainSeconds = shutdownGraceMillis / 1000;
+
+  expect(grace(run.one(containerType, 'postgres')).destroy).toBeGreaterThanOrEqual(60);
+  expect(grace(run.one(containerType, 'postgres')).stop).toBeGreaterThanOrEqual(60);
+  for (const replica of replicas(run)) {
+    expect(grace(replica).destroy).toBeGreaterThan(drainSeconds);
+    expect(grace(replica).stop).toBeGreaterThan(drainSeconds);
+  }
+  expect(grace(run.one(containerType, 'nginx')).destroy).toBeGreaterThan(0);
 });
