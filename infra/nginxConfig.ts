@@ -25,6 +25,8 @@ export interface NginxConfigParams {
   upstream: string;
   /** DNS server nginx asks for `upstream`: Docker's embedded one is 127.0.0.11. */
   resolver: string;
+  /** How long nginx keeps the answer: short enough to see a new replica before an old one stops (rollout.ts). */
+  resolverValidSeconds: number;
   /** Must equal the service's WEBHOOK_MAX_BODY_BYTES. */
   maxBodyBytes: number;
   webhookRatePerSecond: number;
@@ -56,6 +58,7 @@ export function renderNginxConfig(params: NginxConfigParams, template = readFile
     acmeWebroot: checked('acmeWebroot', params.acmeWebroot, filePath),
     upstream: checked('upstream', params.upstream, hostPort),
     resolver: checked('resolver', params.resolver, hostPort),
+    resolverValidSeconds: String(positiveInteger('resolverValidSeconds', params.resolverValidSeconds)),
     maxBodyBytes: String(positiveInteger('maxBodyBytes', params.maxBodyBytes)),
     webhookRatePerSecond: String(positiveInteger('webhookRatePerSecond', params.webhookRatePerSecond)),
     webhookBurst: String(positiveInteger('webhookBurst', params.webhookBurst)),

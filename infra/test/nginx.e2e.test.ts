@@ -15,6 +15,7 @@ import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test
 import { webhookPath } from '../../service/webhook/route';
 import { configDefaults } from '../config';
 import { renderNginxConfig, type NginxConfigParams } from '../nginxConfig';
+import { resolverValidSeconds } from '../rollout';
 import { startDnsServer, type DnsServer } from './support/dnsServer';
 import { inParallel, openEventStream, request, type Edge, type Reply } from './support/httpsClient';
 import { readLog, startNginx, testNginxConfig, type NginxProcess } from './support/nginxProcess';
@@ -42,6 +43,7 @@ function edgeConfig(dir: string, ports: { https: number; http: number }, upstrea
     acmeWebroot: path.join(dir, 'acme'),
     upstream,
     resolver,
+    resolverValidSeconds,
     maxBodyBytes: configDefaults.webhookMaxBodyBytes,
     webhookRatePerSecond: configDefaults.webhookRateLimitPerSecond,
     webhookBurst: configDefaults.webhookRateLimitBurst,

@@ -22,6 +22,7 @@ beforeAll(() => {
     acmeWebroot: path.join(dir, 'acme'),
     upstream: 'billing-api:3000',
     resolver: '127.0.0.11',
+    resolverValidSeconds: 2,
     maxBodyBytes: 1048576,
     webhookRatePerSecond: 100,
     webhookBurst: 500,

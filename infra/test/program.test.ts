@@ -6,10 +6,13 @@ import path from 'node:path';
 import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
 import { shutdownGraceMillis } from '../../service/main';
 import { stripeApiVersion } from '../../service/stripeApi';
+import { healthcheck, healthWaitSeconds, replicaRolloutPlan, resolverValidSeconds } from '../rollout';
+import { serviceHealthcheck } from '../serviceImage';
 import {
   endpointType,
   isSecretInput,
   mockCreatedSecret,
+  mockImageId,
   plainStrings,
   runProgram,
   secretValues,
@@ -46,7 +49,7 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
     run = await runProgram(stack);
   });
 
-  test('creates the Docker provider, network, image, secret files, PostgreSQL, two replicas, nginx and the Stripe endpoint', () => {
+  test('creates the Docker provider, network, image, secret files, PostgreSQL, two replicas, nginx, the Stripe endpoint and its secret file', () => {
     const created = run.registrations.map((registration) => `${registration.type} ${registration.name}`).sort();
     expect(created).toEqual(
       [
@@ -55,10 +58,12 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
         'docker:index/container:Container nginx',
         'docker:index/container:Container postgres',
         'docker:index/container:Container secret-files',
+        'docker:index/container:Container webhook-secret-file',
         'docker:index/image:Image service-image',
         'docker:index/network:Network private-network',
         'docker:index/remoteImage:RemoteImage nginx-image',
         'docker:index/remoteImage:RemoteImage postgres-image',
+        'docker:index/remoteImage:RemoteImage service-image-on-host',
         'docker:index/volume:Volume postgres-data',
         `${endpointType} stripe-webhook-endpoint`,
         'pulumi:providers:docker docker-host',
@@ -78,8 +83,9 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
     const endpoint = run.one(endpointType, 'stripe-webhook-endpoint');
     expect(isSecretInput(endpoint.inputs.apiKey)).toBe(true);
     expect(isSecretInput(run.one(containerType, 'secret-files').inputs.uploads)).toBe(true);
+    expect(isSecretInput(run.one(containerType, 'webhook-secret-file').inputs.uploads)).toBe(true);
     expect(isSecretInput(run.one(containerType, 'nginx').inputs.uploads)).toBe(true);
-    const written = JSON.stringify(unwrap(run.one(containerType, 'secret-files').inputs.uploads));
+    const written = JSON.stringify([unwrap(run.one(containerType, 'secret-files').inputs.uploads), unwrap(run.one(containerType, 'webhook-secret-file').inputs.uploads)]);
     for (const secret of [mockCreatedSecret, secretValues.postgresPassword, secretValues.jwtSecret]) expect(written).toContain(secret);
   });
 
@@ -147,23 +153,28 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
     }
   });
 
-  test('the secret files are installed by a root, network-less one-shot container into the host secrets directory', () => {
-    const writer = run.one(containerType, 'secret-files');
-    expect(writer.inputs).toMatchObject({
-      user: '0:0',
-      networkMode: 'none',
-      attach: true,
-      mustRun: false,
-      volumes: [{ hostPath: `/srv/stripe-credits/${stack}/secrets`, containerPath: '/target' }],
-    });
-    const files = (unwrap(writer.inputs.uploads) as Array<{ file: string; permissions: string }>).map((upload) => [upload.file, upload.permissions]);
-    expect(files).toEqual([
+  test('the secret files are installed by root, network-less one-shot containers into the host secrets directory', () => {
+    const files = (writer: Registration) =>
+      (unwrap(writer.inputs.uploads) as Array<{ file: string; permissions: string }>).map((upload) => [upload.file, upload.permissions]);
+    for (const name of ['secret-files', 'webhook-secret-file']) {
+      expect(run.one(containerType, name).inputs).toMatchObject({
+        user: '0:0',
+        networkMode: 'none',
+        attach: true,
+        mustRun: false,
+        volumes: [{ hostPath: `/srv/stripe-credits/${stack}/secrets`, containerPath: '/target' }],
+      });
+    }
+    expect(files(run.one(containerType, 'secret-files'))).toEqual([
       ['/run/secret-files/install.sh', '0500'],
-      ['/run/secret-files/service/stripe_webhook_secret', '0400'],
       ['/run/secret-files/service/stripe_api_key', '0400'],
       ['/run/secret-files/service/database_url', '0400'],
       ['/run/secret-files/service/auth_jwt_secret', '0400'],
       ['/run/secret-files/postgres/postgres_password', '0400'],
+    ]);
+    expect(files(run.one(containerType, 'webhook-secret-file'))).toEqual([
+      ['/run/secret-files/install.sh', '0500'],
+      ['/run/secret-files/service/stripe_webhook_secret', '0400'],
     ]);
   });
 
@@ -203,7 +214,7 @@ test('a live stack refuses a test key, and a test stack a live key, before any r
 
 test('the replicas setting decides how many service containers run', async () => {
   const run = await runProgram('test', { replicas: '3' });
-  expect(replicas(run).map((replica) => replica.inputs.name)).toEqual(['stripe-credits-test-api-0', 'stripe-credits-test-api-1', 'stripe-credits-test-api-2']);
+  expect(replicas(run).map((replica) => replica.name)).toEqual(['api-0', 'api-1', 'api-2']);
 });
 
 test('with an external database URL no database container, volume or password exists, and the URL reaches the service as a secret file', async () => {
@@ -221,12 +232,13 @@ test('without a database URL, a missing PostgreSQL password stops the deployment
   await expect(runProgram('test', { postgresPassword: null })).rejects.toThrow(/postgresPassword is not set: pulumi config set --secret postgresPassword/);
 });
 
-test('a new signing secret changes the secret files container only: the replicas stay as they are', async () => {
+test('a new signing secret changes the webhook secret file only: the replicas stay as they are', async () => {
   const before = await runProgram('test');
   const after = await runProgram('test', { stripeWebhookSecret: secretValues.suppliedSecret });
 
-  expect(replicas(after).map((replica) => replica.inputs)).toEqual(replicas(before).map((replica) => replica.inputs));
-  const written = (run: ProgramRun) => JSON.stringify(unwrap(run.one(containerType, 'secret-files').inputs.uploads));
+  const unchanged = (run: ProgramRun) => [...replicas(run), run.one(containerType, 'secret-files')].map((container) => [container.inputs, unwrap(container.options.replacementTrigger)]);
+  expect(unchanged(after)).toEqual(unchanged(before));
+  const written = (run: ProgramRun) => JSON.stringify(unwrap(run.one(containerType, 'webhook-secret-file').inputs.uploads));
   expect(written(after)).toContain(secretValues.suppliedSecret);
   expect(written(before)).not.toContain(secretValues.suppliedSecret);
 });
@@ -287,7 +299,7 @@ test('as `pulumi up` runs it (node --import tsx, working directory infra/), the 
     });
     const { types, serializedProviders, outputs } = JSON.parse(output) as { types: string[]; serializedProviders: string[]; outputs: unknown[] };
 
-    expect(types).toHaveLength(12);
+    expect(types).toHaveLength(14);
     expect(serializedProviders).toHaveLength(1);
     expect(serializedProviders[0]).toContain('/v1/webhook_endpoints');
     expect(serializedProviders[0]).not.toMatch(/require\(/);
@@ -337,7 +349,7 @@ describe('the credit catalog', () => {
 test('images are built and pulled for the Docker host’s platform (linux/amd64 unless configured), not the machine running Pulumi', async () => {
   const platforms = (run: ProgramRun) => [
     (run.one('docker:index/image:Image', 'service-image').inputs.build as { platform?: string }).platform,
-    ...run.byType('docker:index/remoteImage:RemoteImage').map((image) => image.inputs.platform),
+    ...['postgres-image', 'nginx-image'].map((name) => run.one('docker:index/remoteImage:RemoteImage', name).inputs.platform),
   ];
   expect(platforms(await runProgram('test'))).toEqual(['linux/amd64', 'linux/amd64', 'linux/amd64']);
   expect(platforms(await runProgram('test', { platform: 'linux/arm64' }))).toEqual(['linux/arm64', 'linux/arm64', 'linux/arm64']);
@@ -346,7 +358,9 @@ test('images are built and pulled for the Docker host’s platform (linux/amd64 
 
 test('PostgreSQL and nginx run images pinned by digest; a floating tag stops the deployment', async () => {
   const run = await runProgram('live');
-  for (const image of run.byType('docker:index/remoteImage:RemoteImage')) expect(image.inputs.name).toMatch(/^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$/);
+  for (const name of ['postgres-image', 'nginx-image']) {
+    expect(run.one('docker:index/remoteImage:RemoteImage', name).inputs.name).toMatch(/^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$/);
+  }
   await expect(runProgram('live', { nginxImage: 'nginx:1.22' })).rejects.toThrow(/nginxImage must be pinned by digest/);
   await expect(runProgram('live', { postgresImage: 'postgres:17' })).rejects.toThrow(/postgresImage must be pinned by digest/);
 });
@@ -371,3 +385,130 @@ test('containers stop gracefully when replaced or removed: PostgreSQL gets a min
   }
   expect(grace(run.one(containerType, 'nginx')).destroy).toBeGreaterThan(0);
 });
+
+describe('what the deployment depends on, each property checked so that removing it fails a test', () => {
+  let run: ProgramRun;
+  beforeAll(async () => {
+    run = await runProgram('live', { replicas: '3' });
+  });
+  const dependenciesOf = (name: string) => run.registrations.find((registration) => registration.name === name)?.options.dependsOn ?? [];
+
+  test('replicas and the secret writers run the built image by its ID (repoDigest), never by its name', () => {
+    const built = run.one('docker:index/image:Image', 'service-image');
+    const runs = [...replicas(run), run.one(containerType, 'secret-files'), run.one(containerType, 'webhook-secret-file')];
+    for (const container of runs) expect({ container: container.name, image: container.inputs.image }).toEqual({ container: container.name, image: mockImageId });
+    expect(built.inputs.imageName).not.toBe(mockImageId);
+  });
+
+  test('the previous build is deleted once nothing runs it: an image resource that deletes, which every user of the build depends on', () => {
+    expect(run.one('docker:index/remoteImage:RemoteImage', 'service-image-on-host').inputs).toMatchObject({ name: mockImageId, keepLocally: false });
+    for (const container of [...replicas(run), run.one(containerType, 'secret-files'), run.one(containerType, 'webhook-secret-file')]) {
+      expect(container.options.dependsOn).toContain('service-image-on-host');
+    }
+  });
+
+  test('an update replaces the replicas one after another, create before delete, each waited for until healthy', () => {
+    const chain = replicas(run);
+    chain.forEach((replica, index) => {
+      expect(replica.inputs.name).toBeUndefined(); // Docker names it: the replacement can run beside it
+      expect(replica.options.deleteBeforeReplace).toBe(false);
+      expect(replica.inputs).toMatchObject({ wait: true, waitTimeout: healthWaitSeconds });
+      const previous = chain[index - 1];
+      if (previous) expect(replica.options.dependsOn).toContain(previous.name);
+      else expect(replica.options.dependsOn.filter((name) => /^api-/.test(name))).toEqual([]);
+    });
+  });
+
+  test('the rollout test runs the plan these options make Pulumi follow', () => {
+    // Create-before-delete replacements are created in dependency order; the replaced ones are deleted
+    // at the end, dependents first (pulumi/pulumi#9979).
+    const chain: string[] = [];
+    const remaining = replicas(run);
+    while (remaining.length > 0) {
+      const next = remaining.findIndex((replica) => replica.options.dependsOn.filter((name) => /^api-/.test(name)).every((name) => chain.includes(name)));
+      chain.push(...remaining.splice(next, 1).map((replica) => replica.name));
+    }
+    const index = (name: string) => Number(name.slice('api-'.length));
+    expect(replicaRolloutPlan(3)).toEqual([
+      ...chain.map((name) => ({ action: 'start', replica: index(name) })),
+      ...[...chain].reverse().map((name) => ({ action: 'stop', replica: index(name) })),
+    ]);
+  });
+
+  test('nginx knows a new replica before an old one stops, and retries a refused or failed connection on another replica', () => {
+    expect(resolverValidSeconds).toBeLessThan(healthcheck.intervalSeconds);
+    const replica = replicas(run)[0] as Registration;
+    expect(replica.inputs.healthcheck).toMatchObject({ interval: `${healthcheck.intervalSeconds}s` });
+    const config = nginxConfigOf(run);
+    expect(config).toContain(`resolver 127.0.0.11 valid=${resolverValidSeconds}s`);
+    expect(config).toMatch(/proxy_next_upstream error timeout;/);
+    const webhook = /location = \/api\/v1\/billing\/stripe\/webhook \{([\s\S]*?)\n {8}\}/.exec(config)?.[1] ?? '';
+    expect(webhook).toContain('proxy_next_upstream error timeout non_idempotent;');
+  });
+
+  test('health checks: PostgreSQL and every replica are waited for until healthy', () => {
+    expect(run.one(containerType, 'postgres').inputs).toMatchObject({
+      healthcheck: { tests: ['CMD-SHELL', 'pg_isready -U stripe_credits -d stripe_credits'] },
+      wait: true,
+    });
+    for (const replica of replicas(run)) expect(replica.inputs).toMatchObject({ healthcheck: { tests: serviceHealthcheck }, wait: true });
+  });
+
+  test('restart policies: PostgreSQL, the replicas and nginx come back after a crash or a host reboot; the one-shot writers do not', () => {
+    const restart = (name: string) => run.one(containerType, name).inputs.restart;
+    expect(['postgres', 'nginx', ...replicas(run).map((replica) => replica.name)].map(restart)).toEqual(Array(5).fill('unless-stopped'));
+    expect(['secret-files', 'webhook-secret-file'].map(restart)).toEqual(['no', 'no']);
+  });
+
+  test('read-only: the replicas’ root filesystem and every mount of secrets or challenges into a long-running container', () => {
+    for (const replica of replicas(run)) expect(replica.inputs.readOnly).toBe(true);
+    const mounts = ['postgres', 'nginx', ...replicas(run).map((replica) => replica.name)].flatMap((name) => {
+      const inputs = run.one(containerType, name).inputs;
+      return [...((unwrap(inputs.mounts) as Array<{ type: string; readOnly?: boolean; target: string }> | undefined) ?? []), ...((unwrap(inputs.volumes) as Array<{ readOnly?: boolean; containerPath: string }> | undefined) ?? [])];
+    });
+    const binds = mounts.filter((mount) => !('type' in mount) || mount.type === 'bind');
+    expect(binds).toHaveLength(5); // postgres secrets, nginx ACME webroot, three replicas' secrets
+    for (const bind of binds) expect(bind).toMatchObject({ readOnly: true });
+  });
+
+  test('order: files, then PostgreSQL, then the replicas, then nginx, then the endpoint (its URL served), then its secret file', () => {
+    expect(dependenciesOf('postgres')).toContain('secret-files');
+    for (const replica of replicas(run)) expect(replica.options.dependsOn).toEqual(expect.arrayContaining(['secret-files', 'postgres']));
+    expect(dependenciesOf('nginx')).toEqual(expect.arrayContaining(replicas(run).map((replica) => replica.name)));
+    expect(dependenciesOf('stripe-webhook-endpoint')).toEqual(expect.arrayContaining(['nginx', ...replicas(run).map((replica) => replica.name)]));
+    expect(dependenciesOf('webhook-secret-file')).toContain('stripe-webhook-endpoint');
+    for (const name of ['secret-files', 'postgres', 'nginx', ...replicas(run).map((replica) => replica.name)]) {
+      expect({ name, waitsForTheEndpoint: dependenciesOf(name).includes('stripe-webhook-endpoint') }).toEqual({ name, waitsForTheEndpoint: false });
+    }
+  });
+
+  test('until the endpoint exists the replicas start with a placeholder webhook secret the first writer creates, and never overwrites', () => {
+    const script = String(
+      unwrap((unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>)[0]?.content),
+    );
+    expect(script).toContain('install_placeholder service 1000 stripe_webhook_secret');
+    expect(script).toMatch(/! -name stripe_webhook_secret /);
+  });
+
+  test('the endpoint is registered at the stack’s webhook URL for the handled events', () => {
+    expect(run.one(endpointType, 'stripe-webhook-endpoint').inputs).toMatchObject({
+      url: 'https://billing.example.com/api/v1/billing/stripe/webhook',
+      enabledEvents: [...HANDLED_EVENT_TYPES],
+    });
+  });
+
+  test('replacement triggers: a new API key, database URL or session key replaces the replicas, which read them at start', async () => {
+    const trigger = async (overrides: Record<string, string>) => unwrap(replicas(await runProgram('live', overrides))[0]?.options.replacementTrigger);
+    const base = await trigger({});
+    expect(base).toEqual(expect.any(String));
+    expect(await trigger({})).toBe(base);
+    expect(await trigger({ stripeApiKey: 'sk_live_anotherKeyForTheLiveStack' })).not.toBe(base);
+    expect(await trigger({ authJwtSecret: 'another-session-key' })).not.toBe(base);
+    expect(await trigger({ postgresPassword: 'another-password' })).not.toBe(base);
+  });
+});
+
+function nginxConfigOf(run: ProgramRun): string {
+  const uploads = unwrap(run.one(containerType, 'nginx').inputs.uploads) as Array<{ file: string; content: unknown }>;
+  return String(unwrap(uploads.find((upload) => upload.file === '/etc/nginx/nginx.conf')?.content));
+}

@@ -11,6 +11,8 @@ import type * as Pulumi from '@pulumi/pulumi';
 export const project = 'stripe-credits';
 export const endpointType = 'pulumi-nodejs:dynamic/stripe:WebhookEndpoint';
 export const mockCreatedSecret = 'whsec_mockSecretReturnedOnCreate';
+/** The ID the mocked build of the service image gets (its repoDigest). */
+export const mockImageId = `sha256:${'a'.repeat(64)}`;
 
 /** Values that must never appear outside a secret. */
 export const secretValues = {
@@ -104,21 +106,26 @@ export function stackConfig(stack: StackName, overrides: Record<string, string |
   return { values, secretKeys };
 }
 
-function mockState(type: string, inputs: Record<string, unknown>): { id: string; state: Record<string, unknown> } {
+/** What each provider would answer, as far as the program reads it. */
+function mockState(type: string, name: string, inputs: Record<string, unknown>): { id: string; state: Record<string, unknown> } {
   switch (type) {
     case endpointType: {
-      const supplied = unwrap(inputs.suppliedSecret);
-      return {
-        id: typeof inputs.adoptId === 'string' && inputs.adoptId ? inputs.adoptId : 'we_mockCreatedEndpoint',
-        state: { ...inputs, secret: supplied || mockCreatedSecret, livemode: inputs.mode === 'live', status: 'enabled' },
-      };
+      // As the provider does on create: an adopted endpoint signs with the supplied secret, a new one with its own.
+      const supplied = String(unwrap(inputs.suppliedSecret) ?? '');
+      const adopted = typeof inputs.adoptId === 'string' && inputs.adoptId !== '';
+      const id = adopted ? (inputs.adoptId as string) : 'we_mockCreatedEndpoint';
+      const secret = adopted ? supplied : mockCreatedSecret;
+      const signingSecrets = supplied && supplied !== secret ? [secret, supplied] : [secret];
+      return { id, state: { ...inputs, secret, suppliedSecretFor: adopted ? id : '', signingSecrets, livemode: inputs.mode === 'live', status: 'enabled' } };
     }
     case 'docker:index/image:Image':
-      return { id: 'image-id', state: { ...inputs, repoDigest: `sha256:${'a'.repeat(64)}` } };
+      return { id: 'image-id', state: { ...inputs, repoDigest: mockImageId } };
     case 'docker:index/remoteImage:RemoteImage':
       return { id: 'remote-image-id', state: { ...inputs, imageId: `sha256:${'b'.repeat(64)}` } };
-    case 'docker:index/container:Container':
-      return { id: `container-${String(inputs.name)}`, state: { ...inputs, exitCode: 0 } };
+    case 'docker:index/container:Container': {
+      const containerName = typeof inputs.name === 'string' ? inputs.name : `${name}-docker-named`; // as Docker names it
+      return { id: `container-${containerName}`, state: { ...inputs, name: containerName, exitCode: 0 } };
+    }
     default:
       return { id: `${type}-id`, state: { ...inputs } };
   }
@@ -137,7 +144,7 @@ export async function runProgram(stack: StackName, overrides: Record<string, str
         const options = optionsByResource.get(`${args.type}::${args.name}`);
         if (!options) throw new Error(`no resource options recorded for ${args.type} ${args.name}`);
         registrations.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown>, options });
-        return mockState(args.type, args.inputs as Record<string, unknown>);
+        return mockState(args.type, args.name, args.inputs as Record<string, unknown>);
       },
       call: (args) => args.inputs,
     },
