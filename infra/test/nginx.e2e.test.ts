@@ -14,46 +14,18 @@ import { otherSpellings } from '../../service/test/support/pathSpellings';
 import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test/support/stripeFixtures';
 import { webhookPath } from '../../service/webhook/route';
 import { configDefaults } from '../config';
-import { renderNginxConfig, type NginxConfigParams } from '../nginxConfig';
-import { resolverValidSeconds } from '../rollout';
 import { startDnsServer, type DnsServer } from './support/dnsServer';
 import { inParallel, openEventStream, request, type Edge, type Reply } from './support/httpsClient';
-import { readLog, startNginx, testNginxConfig, type NginxProcess } from './support/nginxProcess';
+import { readLog, testNginxConfig, type NginxProcess } from './support/nginxProcess';
 import { freePort, repoRoot, startChildService, type ChildService } from './support/serviceProcess';
-import { makeSelfSignedCertificate } from './support/tls';
+import { edgeDomain, startEdge, upstreamName } from './support/edge';
 
-const domain = 'billing.test';
+const domain = edgeDomain;
 const replicaHosts = ['127.0.0.1', '127.0.0.2'];
-const upstreamName = 'billing-api';
 const webhookSecret = 'whsec_endToEndSecretThroughNginx';
 const apiKey = 'sk_test_endToEndKey';
 const jwtSecret = 'end-to-end-session-key-0123456789abcdef';
 const tokensUsed: string[] = [];
-
-/** The config exactly as infra/index.ts renders it, placed on loopback ports and paths of this test. */
-function edgeConfig(dir: string, ports: { https: number; http: number }, upstream: string, resolver: string): string {
-  const tls = makeSelfSignedCertificate(dir, domain);
-  const params: NginxConfigParams = {
-    domain,
-    httpsListen: `127.0.0.1:${ports.https}`,
-    httpListen: `127.0.0.1:${ports.http}`,
-    httpsPublicPort: ports.https,
-    tlsCertificatePath: tls.certificatePath,
-    tlsKeyPath: tls.keyPath,
-    acmeWebroot: path.join(dir, 'acme'),
-    upstream,
-    resolver,
-    resolverValidSeconds,
-    maxBodyBytes: configDefaults.webhookMaxBodyBytes,
-    webhookRatePerSecond: configDefaults.webhookRateLimitPerSecond,
-    webhookBurst: configDefaults.webhookRateLimitBurst,
-    runtimeDir: dir,
-    errorLog: path.join(dir, 'error.log'),
-    accessLog: path.join(dir, 'access.log'),
-    workerProcesses: 1,
-  };
-  return renderNginxConfig(params);
-}
 
 async function sessionToken(userId: string): Promise<string> {
   const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(userId).setExpirationTime('10m').sign(new TextEncoder().encode(jwtSecret));
@@ -103,12 +75,8 @@ describe('nginx in front of two service replicas', () => {
     );
     dns = await startDnsServer(upstreamName, replicaHosts);
 
-    const ports = { https: await freePort(), http: await freePort() };
-    httpPort = ports.http;
     nginxDir = mkdtempSync(path.join(os.tmpdir(), 'nginx-e2e-prefix-'));
-    config = edgeConfig(nginxDir, ports, `${upstreamName}:${servicePort}`, dns.address);
-    nginx = await startNginx(nginxDir, config);
-    edge = { host: '127.0.0.1', port: ports.https, domain, ca: readFileSync(path.join(nginxDir, 'tls.crt')) };
+    ({ nginx, edge, httpPort, config } = await startEdge(nginxDir, servicePort, dns.address));
   }, 120_000);
 
   afterAll(async () => {
@@ -347,9 +315,7 @@ describe('nginx towards an upstream that records what it receives', () => {
     });
     await new Promise<void>((resolve) => upstream.listen(port, upstreamHost, resolve));
     dns = await startDnsServer(upstreamName, [upstreamHost]);
-    const ports = { https: await freePort(), http: await freePort() };
-    nginx = await startNginx(dir, edgeConfig(dir, ports, `${upstreamName}:${port}`, dns.address));
-    edge = { host: '127.0.0.1', port: ports.https, domain, ca: readFileSync(path.join(dir, 'tls.crt')) };
+    ({ nginx, edge } = await startEdge(dir, port, dns.address));
   });
 
   afterAll(async () => {
@@ -396,9 +362,7 @@ describe('nginx while every replica is down', () => {
     const downHost = '127.0.0.7';
     const nothingListens = await freePort([downHost]);
     dns = await startDnsServer(upstreamName, [downHost]);
-    const ports = { https: await freePort(), http: await freePort() };
-    nginx = await startNginx(dir, edgeConfig(dir, ports, `${upstreamName}:${nothingListens}`, dns.address));
-    edge = { host: '127.0.0.1', port: ports.https, domain, ca: readFileSync(path.join(dir, 'tls.crt')) };
+    ({ nginx, edge } = await startEdge(dir, nothingListens, dns.address));
   });
 
   afterAll(async () => {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { configDefaults } from '../config';
+import { healthcheck as rolloutHealthcheck } from '../rollout';
 import { serviceHealthcheck, servicePort } from '../serviceImage';
 import { readDockerfile } from './support/dockerfile';
 
@@ -103,6 +104,10 @@ describe('Dockerfile', () => {
     expect(runtime).toContain(`EXPOSE ${servicePort}`);
     const healthcheck = runtime.find((line) => line.startsWith('HEALTHCHECK '));
     expect(JSON.parse(healthcheck?.replace(/^HEALTHCHECK .*? CMD /, '') ?? 'null')).toEqual(serviceHealthcheck.slice(1));
+    const timing = rolloutHealthcheck;
+    expect(healthcheck).toContain(
+      `--interval=${timing.intervalSeconds}s --timeout=${timing.timeoutSeconds}s --start-period=${timing.startPeriodSeconds}s --retries=${timing.retries}`,
+    );
   });
 
   test('has no secret in any layer: no secret-like ARG or ENV, and a build context without secret files', () => {
