@@ -28,7 +28,10 @@ export interface DeployConfig {
   /** Host directory nginx serves at /.well-known/acme-challenge/ (certbot's webroot). */
   acmeWebrootDir: string;
   stripe: {
+    /** The deployment's key: manages the webhook endpoint. */
     apiKey: pulumi.Output<string>;
+    /** The key the service reads with: serviceStripeApiKey, else the deployment's key. */
+    serviceApiKey: pulumi.Output<string>;
     apiBase: string;
     /** An existing endpoint to adopt; empty to let Pulumi create one. */
     endpointId: string;
@@ -96,15 +99,17 @@ export function loadDeployConfig(): DeployConfig {
   const config = new pulumi.Config();
 
   /**
-   * A secret's plain value, read without the SDK's "use getSecret" warning so that its shape can be
-   * checked now, before anything is created. Callers wrap it in pulumi.secret() at once.
+   * A secret key's plain value, read without the SDK's "use getSecret" warning so that its shape can be
+   * checked now, before anything is created; callers wrap it in pulumi.secret() at once. Every such key
+   * is declared `secret: true` in Pulumi.yaml, so Pulumi refuses a value set without --secret; and, with
+   * no default there, each stack sets it: empty (encrypted all the same) when unused.
    */
-  const rawSecret = (key: string): string | undefined => {
+  const getSecret = (key: string): string | undefined => {
     const value = pulumi.runtime.getConfig(`${project}:${key}`)?.trim();
     return value ? value : undefined;
   };
   const requireSecret = (key: string, hint: string): string => {
-    const value = rawSecret(key);
+    const value = getSecret(key);
     if (value === undefined) throw configError(`${key} is not set: pulumi config set --secret ${key} ${hint}`);
     return value;
   };
@@ -157,9 +162,26 @@ export function loadDeployConfig(): DeployConfig {
     throw configError(`stripeApiKey is a ${keyMode}-mode key but this stack's stripeMode is ${mode}: set a ${mode}-mode key.`);
   }
 
+  // The service's own key: read-only access is all it needs (Checkout Sessions and their line items,
+  // Events). Without it the service gets the deployment's key, which can also change webhook endpoints.
+  const serviceApiKey = getSecret('serviceStripeApiKey');
+  if (serviceApiKey !== undefined) {
+    const serviceKeyMode = stripeKeyMode(serviceApiKey);
+    if (serviceKeyMode === undefined) throw configError('serviceStripeApiKey is not a Stripe restricted (rk_…) or secret (sk_…) key.');
+    if (serviceKeyMode !== mode) {
+      throw configError(`serviceStripeApiKey is a ${serviceKeyMode}-mode key but this stack's stripeMode is ${mode}: set a ${mode}-mode key.`);
+    }
+  }
+
+  const apiBase = text('stripeApiBase', configDefaults.stripeApiBase);
+  if (mode === 'live' && apiBase !== STRIPE_API_BASE) {
+    throw configError(`stripeApiBase must be ${STRIPE_API_BASE} in a live stack (live keys go to Stripe only), got "${apiBase}".`);
+  }
+  if (!/^https?:\/\/[^\s/]+$/.test(apiBase)) throw configError(`stripeApiBase must be a base URL such as ${STRIPE_API_BASE}, got "${apiBase}".`);
+
   const endpointId = text('stripeWebhookEndpointId', '');
   if (endpointId && !/^we_\w+$/.test(endpointId)) throw configError(`stripeWebhookEndpointId must look like we_…, got "${endpointId}".`);
-  const suppliedWebhookSecret = rawSecret('stripeWebhookSecret');
+  const suppliedWebhookSecret = getSecret('stripeWebhookSecret');
   if (suppliedWebhookSecret !== undefined && !/^whsec_\w+$/.test(suppliedWebhookSecret)) {
     throw configError('stripeWebhookSecret must be an endpoint signing secret (whsec_…).');
   }
@@ -170,7 +192,7 @@ export function loadDeployConfig(): DeployConfig {
     );
   }
 
-  const databaseUrl = rawSecret('databaseUrl');
+  const databaseUrl = getSecret('databaseUrl');
   let database: DeployConfig['database'];
   if (databaseUrl !== undefined) {
     if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw configError('databaseUrl must be a postgres:// URL.');
@@ -198,7 +220,7 @@ export function loadDeployConfig(): DeployConfig {
       throw configError((error as Error).message);
     }
   }
-  const authJwtSecret = rawSecret('authJwtSecret');
+  const authJwtSecret = getSecret('authJwtSecret');
 
   const cpus = text('serviceCpus', configDefaults.serviceCpus);
   if (!/^\d+(\.\d+)?$/.test(cpus) || Number(cpus) <= 0) throw configError(`serviceCpus must be a positive number such as 0.5, got "${cpus}".`);
@@ -227,7 +249,8 @@ export function loadDeployConfig(): DeployConfig {
     acmeWebrootDir,
     stripe: {
       apiKey: pulumi.secret(apiKey),
-      apiBase: text('stripeApiBase', configDefaults.stripeApiBase),
+      apiBase,
+      serviceApiKey: pulumi.secret(serviceApiKey ?? apiKey),
       endpointId,
       suppliedWebhookSecret: suppliedWebhookSecret === undefined ? undefined : pulumi.secret(suppliedWebhookSecret),
       endpointDisabled: config.getBoolean('stripeWebhookDisabled') ?? false,

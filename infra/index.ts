@@ -92,7 +92,7 @@ const databaseUrl =
 // The files the replicas and PostgreSQL read at start; rerun (replaced) whenever a value changes. The
 // webhook signing secret comes later, from the endpoint: until then a placeholder nobody has.
 const startupFiles: SecretFile[] = [
-  { reader: 'service', name: 'stripe_api_key', value: cfg.stripe.apiKey },
+  { reader: 'service', name: 'stripe_api_key', value: cfg.stripe.serviceApiKey },
   { reader: 'service', name: 'database_url', value: databaseUrl },
   ...(cfg.service.authJwtSecret ? [{ reader: 'service' as const, name: 'auth_jwt_secret', value: cfg.service.authJwtSecret }] : []),
   ...(cfg.database.kind === 'container' ? [{ reader: 'postgres' as const, name: 'postgres_password', value: cfg.database.password }] : []),
@@ -137,7 +137,7 @@ if (cfg.database.kind === 'container') {
 const serviceSecrets = secretMountPaths.service;
 const readAtStartDigest = pulumi.secret(
   pulumi
-    .all([cfg.stripe.apiKey, databaseUrl, cfg.service.authJwtSecret ?? '', cfg.service.creditCatalog ?? ''])
+    .all([cfg.stripe.serviceApiKey, databaseUrl, cfg.service.authJwtSecret ?? '', cfg.service.creditCatalog ?? ''])
     .apply((values) => createHash('sha256').update(values.join('\n')).digest('hex')),
 );
 const replicas: docker.Container[] = [];

@@ -512,3 +512,32 @@ function nginxConfigOf(run: ProgramRun): string {
   const uploads = unwrap(run.one(containerType, 'nginx').inputs.uploads) as Array<{ file: string; content: unknown }>;
   return String(unwrap(uploads.find((upload) => upload.file === '/etc/nginx/nginx.conf')?.content));
 }
+
+describe('Stripe keys and the API they go to', () => {
+  const installed = (run: ProgramRun, file: string) =>
+    unwrap((unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>).find((upload) => upload.file === file)?.content);
+
+  test('the service reads Stripe with its own restricted key when one is set; the endpoint is managed with the deployment key', async () => {
+    const run = await runProgram('live', { serviceStripeApiKey: secretValues.serviceLiveKey });
+
+    expect(installed(run, '/run/secret-files/service/stripe_api_key')).toBe(`${secretValues.serviceLiveKey}\n`);
+    expect(unwrap(run.one(endpointType, 'stripe-webhook-endpoint').inputs.apiKey)).toBe(secretValues.liveKey);
+    const leaks = run.registrations.flatMap((registration) => plainStrings(registration.inputs).filter(({ text }) => text.includes(secretValues.serviceLiveKey)));
+    expect(leaks).toEqual([]);
+  });
+
+  test('without a service key the service gets the deployment key', async () => {
+    expect(installed(await runProgram('test'), '/run/secret-files/service/stripe_api_key')).toBe(`${secretValues.testKey}\n`);
+  });
+
+  test('a service key of the other mode stops the deployment', async () => {
+    await expect(runProgram('live', { serviceStripeApiKey: secretValues.serviceTestKey })).rejects.toThrow(/serviceStripeApiKey is a test-mode key but this stack's stripeMode is live/);
+  });
+
+  test('a live stack refuses any Stripe API but Stripe’s own; a test stack may use a local fake', async () => {
+    await expect(runProgram('live', { stripeApiBase: 'http://127.0.0.1:12111' })).rejects.toThrow(/stripeApiBase must be https:\/\/api\.stripe\.com in a live stack/);
+    await expect(runProgram('live', { stripeApiBase: 'https://api.stripe.com.evil.example' })).rejects.toThrow(/stripeApiBase must be https:\/\/api\.stripe\.com/);
+    const run = await runProgram('test', { stripeApiBase: 'http://127.0.0.1:12111' });
+    expect(run.one(endpointType, 'stripe-webhook-endpoint').inputs.apiBase).toBe('http://127.0.0.1:12111');
+  });
+});

@@ -48,7 +48,7 @@ describe('Pulumi.yaml', () => {
   const declared = declaredConfig();
   const configSource = read('infra/config.ts');
   const readKeys = [
-    ...configSource.matchAll(/\b(?:config\.(?:require|get|getBoolean|getNumber)|text|integer|hostDirectory|image|rawSecret|requireSecret|readLocalFile)\('(\w+)'/g),
+    ...configSource.matchAll(/\b(?:config\.(?:require|get|getBoolean|getNumber)|text|integer|hostDirectory|image|getSecret|requireSecret|readLocalFile)\('(\w+)'/g),
   ].map((match) => match[1]);
 
   test('declares every key the program reads, each with a type and a description', () => {
@@ -61,9 +61,19 @@ describe('Pulumi.yaml', () => {
 
   test('declares the program’s defaults, and no default only for the required keys', () => {
     for (const [key, value] of Object.entries(configDefaults)) expect({ key, default: declared[key]?.default }).toEqual({ key, default: String(value) });
-    const required = Object.entries(declared).filter(([, declaration]) => declaration.default === undefined).map(([key]) => key);
-    expect(required.sort()).toEqual(['domain', 'stripeApiKey', 'stripeMode', 'tlsCertificateFile', 'tlsKeyFile']);
-    expect(declared.stripeApiKey?.secret).toBe(true);
+    const required = Object.entries(declared).filter(([, declaration]) => declaration.default === undefined && !declaration.secret).map(([key]) => key);
+    expect(required.sort()).toEqual(['domain', 'stripeMode', 'tlsCertificateFile', 'tlsKeyFile']);
+  });
+
+  test('every key the program reads as a secret is declared secret: true, with no default (a plain one Pulumi refuses), and no other key is', () => {
+    const readAsSecret = [...configSource.matchAll(/\b(?:getSecret|requireSecret)\('(\w+)'/g)].map((match) => match[1]);
+    const declaredSecret = Object.entries(declared).filter(([, declaration]) => declaration.secret).map(([key]) => key);
+    expect(new Set(readAsSecret)).toEqual(new Set(declaredSecret));
+    expect(declaredSecret.sort()).toEqual(['authJwtSecret', 'databaseUrl', 'postgresPassword', 'serviceStripeApiKey', 'stripeApiKey', 'stripeWebhookSecret']);
+    for (const key of declaredSecret) expect({ key, default: declared[key]?.default }).toEqual({ key, default: undefined });
+    // A key read in plain text is never one that holds a password, key or token.
+    const readPlain = readKeys.filter((key) => !readAsSecret.includes(key));
+    expect(readPlain.filter((key) => /(key|secret|password|token|url)$/i.test(key as string))).toEqual([]);
   });
 
   test('runs the program from infra/ with tsx instead of the built-in ts-node', () => {

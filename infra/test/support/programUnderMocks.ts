@@ -22,6 +22,8 @@ export const secretValues = {
   jwtSecret: 'jwt-secret-Never-Plain',
   tlsKeyMaterial: 'TLSKEYMATERIALneverplain',
   suppliedSecret: 'whsec_suppliedFromConfig',
+  serviceTestKey: 'rk_test_mockRestrictedKeyOfTheService',
+  serviceLiveKey: 'rk_live_mockRestrictedKeyOfTheService',
   databaseUrl: 'postgres://app:external-Never-Plain@db.example.com:5432/credits',
   createdSecret: mockCreatedSecret,
 };
@@ -93,12 +95,16 @@ export function stackConfig(stack: StackName, overrides: Record<string, string |
     tlsCertificateFile: tls.certificate,
     tlsKeyFile: tls.key,
   };
+  // Every secret key is set in every stack (Pulumi.yaml declares them secret, without a default): "" when unused.
   const secrets: Record<string, string> = {
     stripeApiKey: stack === 'live' ? secretValues.liveKey : secretValues.testKey,
+    serviceStripeApiKey: '',
     postgresPassword: secretValues.postgresPassword,
     authJwtSecret: secretValues.jwtSecret,
+    databaseUrl: '',
+    stripeWebhookSecret: '',
   };
-  const secretKeyNames = new Set(['stripeApiKey', 'postgresPassword', 'authJwtSecret', 'databaseUrl', 'stripeWebhookSecret']);
+  const secretKeyNames = new Set(Object.keys(secrets));
   const merged: Record<string, string | null> = { ...plain, ...secrets, ...overrides };
   const values: Record<string, string> = {};
   for (const [key, value] of Object.entries(merged)) if (value !== null) values[`${project}:${key}`] = value;
