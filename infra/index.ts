@@ -81,19 +81,18 @@ function fileWriter(name: string, files: SecretFile[], options: SecretWriterOpti
   return writer;
 }
 
-// The database the service uses: a URL of the stack's own PostgreSQL container, or the external one.
-const databaseUrl =
-  cfg.database.kind === 'external'
-    ? cfg.database.url
-    : pulumi.secret(
-        cfg.database.password.apply((password) => `postgres://stripe_credits:${encodeURIComponent(password)}@${postgresAlias}:5432/stripe_credits`),
-      );
+// The database the service uses: the stack's own PostgreSQL container, its password in a file of its
+// own that the service reads for every new connection (so that it can be rotated: README, Deploy); or
+// the external one's URL.
+const databaseUrl = cfg.database.kind === 'external' ? cfg.database.url : pulumi.output(`postgres://stripe_credits@${postgresAlias}:5432/stripe_credits`);
+const databasePassword = cfg.database.kind === 'container' ? cfg.database.password : undefined;
 
 // The files the replicas and PostgreSQL read at start; rerun (replaced) whenever a value changes. The
 // webhook signing secret comes later, from the endpoint: until then a placeholder nobody has.
 const startupFiles: SecretFile[] = [
   { reader: 'service', name: 'stripe_api_key', value: cfg.stripe.serviceApiKey },
   { reader: 'service', name: 'database_url', value: databaseUrl },
+  ...(databasePassword ? [{ reader: 'service' as const, name: 'database_password', value: databasePassword }] : []),
   ...(cfg.service.authJwtSecret ? [{ reader: 'service' as const, name: 'auth_jwt_secret', value: cfg.service.authJwtSecret }] : []),
   ...(cfg.database.kind === 'container' ? [{ reader: 'postgres' as const, name: 'postgres_password', value: cfg.database.password }] : []),
   // Not a secret, but delivered the same way: the replicas' root filesystem is read-only, so Docker cannot upload into it.
@@ -133,7 +132,8 @@ if (cfg.database.kind === 'container') {
 // The service replicas: non-root, read-only, resource-limited, health-checked; secrets and the catalog
 // only as files in a read-only directory mount. An update replaces them one after another, each new one
 // healthy before the next starts, the old ones stopped (and drained) only then: see infra/rollout.ts.
-// Files the service reads once at start replace them when they change.
+// Files the service reads once at start replace them when they change (not the database password, read
+// for every new connection, nor the webhook secret, watched).
 const serviceSecrets = secretMountPaths.service;
 const readAtStartDigest = pulumi.secret(
   pulumi
@@ -159,6 +159,7 @@ for (let index = 0; index < cfg.replicas; index++) {
           `STRIPE_WEBHOOK_SECRET_FILE=${serviceSecrets}/${webhookSecretFile.name}`,
           `STRIPE_API_KEY_FILE=${serviceSecrets}/stripe_api_key`,
           `DATABASE_URL_FILE=${serviceSecrets}/database_url`,
+          ...(databasePassword ? [`DATABASE_PASSWORD_FILE=${serviceSecrets}/database_password`] : []),
           ...(cfg.service.authJwtSecret ? [`AUTH_JWT_SECRET_FILE=${serviceSecrets}/auth_jwt_secret`] : []),
           ...(cfg.service.creditCatalog ? [`CREDIT_CATALOG_FILE=${serviceSecrets}/credit_catalog`] : []),
           `WEBHOOK_MAX_BODY_BYTES=${cfg.service.maxBodyBytes}`,

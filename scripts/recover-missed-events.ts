@@ -34,7 +34,7 @@ async function main(): Promise<number> {
 
   const sinceSeconds = parseSince(values.since, Math.floor(Date.now() / 1000));
   const logger = createLogger('warn');
-  const db = connectDatabase({ connectionString: config.databaseUrl, poolMax: 2, logger });
+  const db = connectDatabase({ connectionString: config.databaseUrl, passwordFile: config.databasePasswordFile, poolMax: 2, logger });
   const stripe = createStripeClient(config.stripeApiKey, config.stripeApiBase);
   const progress = new SingleBar({ format: 'recovering {bar} {value}/{total} events | {outcome}', stream: process.stderr }, Presets.shades_classic);
   try {

@@ -35,7 +35,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     logger.warn({ dataDir: config.dataDir }, 'DATABASE_URL not set: using an embedded PostgreSQL (PGlite) for development; set DATABASE_URL for real use');
   }
 
-  const db = connectDatabase({ connectionString: databaseUrl, poolMax: config.databasePoolMax, logger });
+  const db = connectDatabase({ connectionString: databaseUrl, poolMax: config.databasePoolMax, logger, passwordFile: config.databasePasswordFile });
   await runMigrations(db, logger);
 
   const secrets = await loadWebhookSecrets(config, logger);

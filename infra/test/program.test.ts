@@ -169,6 +169,7 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
       ['/run/secret-files/install.sh', '0500'],
       ['/run/secret-files/service/stripe_api_key', '0400'],
       ['/run/secret-files/service/database_url', '0400'],
+      ['/run/secret-files/service/database_password', '0400'],
       ['/run/secret-files/service/auth_jwt_secret', '0400'],
       ['/run/secret-files/postgres/postgres_password', '0400'],
     ]);
@@ -200,9 +201,12 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
       { type: 'volume', source: `stripe-credits-${stack}-pgdata`, target: '/var/lib/postgresql/data' },
       { type: 'bind', source: `/srv/stripe-credits/${stack}/secrets/postgres`, target: '/run/secrets/postgres', readOnly: true },
     ]);
-    const database = unwrap((unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>)
-      .find((upload) => upload.file.endsWith('/database_url'))?.content);
-    expect(database).toBe(`postgres://stripe_credits:${secretValues.postgresPassword}@postgres:5432/stripe_credits\n`);
+    const installed = (name: string) =>
+      unwrap((unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>).find((upload) => upload.file.endsWith(`/${name}`))?.content);
+    // The password apart from the URL, in a file the service reads for every new connection: it can be rotated.
+    expect(installed('database_url')).toBe('postgres://stripe_credits@postgres:5432/stripe_credits\n');
+    expect(installed('database_password')).toBe(`${secretValues.postgresPassword}\n`);
+    for (const replica of replicas(run)) expect(envOf(replica)).toContain('DATABASE_PASSWORD_FILE=/run/secrets/stripe-credits/database_password');
   });
 });
 
@@ -497,14 +501,18 @@ describe('what the deployment depends on, each property checked so that removing
     });
   });
 
-  test('replacement triggers: a new API key, database URL or session key replaces the replicas, which read them at start', async () => {
-    const trigger = async (overrides: Record<string, string>) => unwrap(replicas(await runProgram('live', overrides))[0]?.options.replacementTrigger);
+  test('replacement triggers: a new API key, session key or external database URL replaces the replicas, which read them at start; a new database password does not', async () => {
+    const trigger = async (overrides: Record<string, string | null>) => unwrap(replicas(await runProgram('live', overrides))[0]?.options.replacementTrigger);
     const base = await trigger({});
     expect(base).toEqual(expect.any(String));
     expect(await trigger({})).toBe(base);
     expect(await trigger({ stripeApiKey: 'sk_live_anotherKeyForTheLiveStack' })).not.toBe(base);
+    expect(await trigger({ serviceStripeApiKey: 'rk_live_anotherRestrictedKey' })).not.toBe(base);
     expect(await trigger({ authJwtSecret: 'another-session-key' })).not.toBe(base);
-    expect(await trigger({ postgresPassword: 'another-password' })).not.toBe(base);
+    const external = await trigger({ databaseUrl: secretValues.databaseUrl, postgresPassword: '' });
+    expect(external).not.toBe(base);
+    expect(await trigger({ databaseUrl: secretValues.databaseUrl.replace('external-Never-Plain', 'rotated'), postgresPassword: '' })).not.toBe(external);
+    expect(await trigger({ postgresPassword: 'another-password' })).toBe(base); // read again for every new connection
   });
 });
 
