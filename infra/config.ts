@@ -39,7 +39,9 @@ export interface DeployConfig {
     suppliedWebhookSecret: pulumi.Output<string> | undefined;
     endpointDisabled: boolean;
   };
-  database: { kind: 'container'; image: string; password: pulumi.Output<string> } | { kind: 'external'; url: pulumi.Output<string> };
+  database:
+    | { kind: 'container'; image: string; password: pulumi.Output<string>; backups: { dir: string; intervalHours: number; retentionDays: number } }
+    | { kind: 'external'; url: pulumi.Output<string> };
   tls: { certificate: string; key: pulumi.Output<string> };
   service: {
     memoryMb: number;
@@ -71,6 +73,8 @@ export const configDefaults = {
   nginxImage: 'nginx:1.22.1-alpine@sha256:a9e4fce28ad7cc7de45772686a22dbeaeeb54758b16f25bf8f64ce33f3bff636',
   webhookRateLimitPerSecond: 100,
   webhookRateLimitBurst: 500,
+  backupIntervalHours: 24,
+  backupRetentionDays: 14,
 };
 
 /** An image reference pinned by digest: `name[:tag]@sha256:<64 hex>`. */
@@ -199,7 +203,16 @@ export function loadDeployConfig(): DeployConfig {
     database = { kind: 'external', url: pulumi.secret(databaseUrl) };
   } else {
     const password = requireSecret('postgresPassword', '"$(openssl rand -base64 32)"  (or set databaseUrl for an external PostgreSQL)');
-    database = { kind: 'container', image: image('postgresImage', configDefaults.postgresImage), password: pulumi.secret(password) };
+    database = {
+      kind: 'container',
+      image: image('postgresImage', configDefaults.postgresImage),
+      password: pulumi.secret(password),
+      backups: {
+        dir: hostDirectory('backupsDir', `/srv/${project}/${stack}/backups`),
+        intervalHours: integer('backupIntervalHours', configDefaults.backupIntervalHours, 1, 24 * 7),
+        retentionDays: integer('backupRetentionDays', configDefaults.backupRetentionDays, 1, 3650),
+      },
+    };
   }
 
   const certificate = readLocalFile('tlsCertificateFile', config.require('tlsCertificateFile'));

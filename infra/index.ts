@@ -10,6 +10,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { stripeApiVersion } from '../service/stripeApi';
 import { HANDLED_EVENT_TYPES } from '../service/webhook/handledEventTypes';
 import { fingerprintSecret } from '../service/webhook/secretFingerprint';
+import { backupPaths, backupScript } from './backupSchedule';
 import { loadDeployConfig, projectRoot } from './config';
 import { containerAcmeWebroot, containerRuntimeDir, renderNginxConfig } from './nginxConfig';
 import { healthcheck, healthWaitSeconds, resolverValidSeconds, stopGraceSeconds } from './rollout';
@@ -100,10 +101,15 @@ const startupFiles: SecretFile[] = [
 ];
 const secretWriter = fileWriter('secret-files', startupFiles, { keep: [webhookSecretFile], placeholder: webhookSecretFile }, []);
 
-// PostgreSQL with a persistent volume (kept when the stack is destroyed), password from its secret file, no host port.
+// PostgreSQL with a persistent volume, password from its secret file, no host port.
 let database: docker.Container | undefined;
 if (cfg.database.kind === 'container') {
-  const dataVolume = new docker.Volume('postgres-data', { name: `${cfg.namePrefix}-pgdata`, labels: labels('postgres') }, { ...onHost, retainOnDelete: true });
+  // Kept when the stack is destroyed or the volume replaced; in the live stack Pulumi refuses to try.
+  const dataVolume = new docker.Volume(
+    'postgres-data',
+    { name: `${cfg.namePrefix}-pgdata`, labels: labels('postgres') },
+    { ...onHost, retainOnDelete: true, protect: cfg.mode === 'live' },
+  );
   const postgresImage = new docker.RemoteImage('postgres-image', { name: cfg.database.image, platform: cfg.platform, keepLocally: true }, onHost);
   database = new docker.Container(
     'postgres',
@@ -126,6 +132,40 @@ if (cfg.database.kind === 'container') {
       ...logs,
     },
     { ...onHost, deleteBeforeReplace: true, dependsOn: [secretWriter] },
+  );
+
+  // Backups: pg_dump every backupIntervalHours into a host directory, dumps kept backupRetentionDays
+  // (scripts/restore-database restores one). It starts as root only to hand the directory to postgres.
+  const { backups } = cfg.database;
+  new docker.Container(
+    'postgres-backups',
+    {
+      name: `${cfg.namePrefix}-postgres-backups`,
+      image: postgresImage.imageId,
+      user: '0:0',
+      entrypoints: ['/bin/sh', '-c', `chown postgres:postgres ${backupPaths.target} && chmod 0700 ${backupPaths.target} && exec gosu postgres /bin/sh ${backupPaths.script} ${backupPaths.target}`],
+      envs: [
+        `PGHOST=${postgresAlias}`,
+        'PGPORT=5432',
+        'PGUSER=stripe_credits',
+        'PGDATABASE=stripe_credits',
+        `BACKUP_PASSWORD_FILE=${secretMountPaths.postgres}/postgres_password`,
+        `BACKUP_INTERVAL_SECONDS=${backups.intervalHours * 3600}`,
+        `BACKUP_RETENTION_DAYS=${backups.retentionDays}`,
+      ],
+      uploads: [{ file: backupPaths.script, content: backupScript(), permissions: '0555' }],
+      mounts: [{ type: 'bind', source: `${cfg.secretsDir}/postgres`, target: secretMountPaths.postgres, readOnly: true }],
+      // `volumes`, unlike `mounts`, creates the host directory when it is missing.
+      volumes: [{ hostPath: backups.dir, containerPath: backupPaths.target }],
+      networksAdvanced: [{ name: network.name }],
+      restart: 'unless-stopped',
+      memory: 512,
+      stopTimeout: stopGraceSeconds.backups,
+      destroyGraceSeconds: stopGraceSeconds.backups,
+      labels: labels('postgres-backups'),
+      ...logs,
+    },
+    { ...onHost, deleteBeforeReplace: true, dependsOn: [database] },
   );
 }
 
@@ -266,7 +306,8 @@ const endpoint = new StripeWebhookEndpoint(
     adoptId: cfg.stripe.endpointId,
     suppliedSecret: cfg.stripe.suppliedWebhookSecret,
   },
-  { dependsOn: [nginx, ...replicas] },
+  // Live: deleting or replacing the endpoint would stop every delivery; Pulumi refuses to, until unprotected.
+  { dependsOn: [nginx, ...replicas], protect: cfg.mode === 'live' },
 );
 pulumi.all([endpoint.id, endpoint.suppliedSecretFor, endpoint.signingSecrets]).apply(([id, suppliedFor, secrets]) => {
   if (secrets.length > 1 && suppliedFor !== id) {

@@ -38,6 +38,8 @@ export const healthWaitSeconds = 120;
  */
 export const stopGraceSeconds = {
   postgres: 90,
+  /** Between two dumps it stops at once; a dump that runs longer is cut (the next one starts over). */
+  backups: 30,
   service: Math.ceil(shutdownGraceMillis / 1000) + 5,
   nginx: 10,
 };

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
 import { shutdownGraceMillis } from '../../service/main';
 import { stripeApiVersion } from '../../service/stripeApi';
+import { backupScript } from '../backupSchedule';
 import { healthcheck, healthWaitSeconds, replicaRolloutPlan, resolverValidSeconds } from '../rollout';
 import { serviceHealthcheck } from '../serviceImage';
 import {
@@ -49,7 +50,7 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
     run = await runProgram(stack);
   });
 
-  test('creates the Docker provider, network, image, secret files, PostgreSQL, two replicas, nginx, the Stripe endpoint and its secret file', () => {
+  test('creates the Docker provider, network, image, secret files, PostgreSQL and its backups, two replicas, nginx, the Stripe endpoint and its secret file', () => {
     const created = run.registrations.map((registration) => `${registration.type} ${registration.name}`).sort();
     expect(created).toEqual(
       [
@@ -57,6 +58,7 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
         'docker:index/container:Container api-1',
         'docker:index/container:Container nginx',
         'docker:index/container:Container postgres',
+        'docker:index/container:Container postgres-backups',
         'docker:index/container:Container secret-files',
         'docker:index/container:Container webhook-secret-file',
         'docker:index/image:Image service-image',
@@ -227,6 +229,7 @@ test('with an external database URL no database container, volume or password ex
   expect(kinds).not.toEqual(expect.arrayContaining(['postgres']));
   expect(kinds).not.toContain('postgres-data');
   expect(kinds).not.toContain('postgres-image');
+  expect(kinds).not.toContain('postgres-backups'); // a managed database has backups of its own
   const uploads = unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>;
   expect(uploads.map((upload) => upload.file)).not.toContain('/run/secret-files/postgres/postgres_password');
   expect(unwrap(uploads.find((upload) => upload.file.endsWith('/database_url'))?.content)).toBe(`${secretValues.databaseUrl}\n`);
@@ -303,7 +306,7 @@ test('as `pulumi up` runs it (node --import tsx, working directory infra/), the 
     });
     const { types, serializedProviders, outputs } = JSON.parse(output) as { types: string[]; serializedProviders: string[]; outputs: unknown[] };
 
-    expect(types).toHaveLength(14);
+    expect(types).toHaveLength(15);
     expect(serializedProviders).toHaveLength(1);
     expect(serializedProviders[0]).toContain('/v1/webhook_endpoints');
     expect(serializedProviders[0]).not.toMatch(/require\(/);
@@ -547,5 +550,34 @@ describe('Stripe keys and the API they go to', () => {
     await expect(runProgram('live', { stripeApiBase: 'https://api.stripe.com.evil.example' })).rejects.toThrow(/stripeApiBase must be https:\/\/api\.stripe\.com/);
     const run = await runProgram('test', { stripeApiBase: 'http://127.0.0.1:12111' });
     expect(run.one(endpointType, 'stripe-webhook-endpoint').inputs.apiBase).toBe('http://127.0.0.1:12111');
+  });
+});
+
+describe('backups and protection', () => {
+  test('the stack’s PostgreSQL is dumped on a schedule into a host directory, with the retention from config, its password from its file', async () => {
+    const run = await runProgram('test', { backupIntervalHours: '6', backupRetentionDays: '30' });
+    const backups = run.one(containerType, 'postgres-backups');
+
+    expect(backups.inputs.image).toBe(run.one(containerType, 'postgres').inputs.image); // the server's own pg_dump
+    expect(envOf(backups)).toEqual(
+      expect.arrayContaining(['PGHOST=postgres', 'PGDATABASE=stripe_credits', 'BACKUP_INTERVAL_SECONDS=21600', 'BACKUP_RETENTION_DAYS=30', 'BACKUP_PASSWORD_FILE=/run/secrets/postgres/postgres_password']),
+    );
+    expect(unwrap(backups.inputs.volumes)).toEqual([{ hostPath: '/srv/stripe-credits/test/backups', containerPath: '/backups' }]);
+    expect(unwrap(backups.inputs.mounts)).toEqual([{ type: 'bind', source: '/srv/stripe-credits/test/secrets/postgres', target: '/run/secrets/postgres', readOnly: true }]);
+    const script = (unwrap(backups.inputs.uploads) as Array<{ file: string; content: unknown }>)[0];
+    expect(script).toMatchObject({ file: '/run/backup/backup.sh', content: backupScript() });
+    expect((backups.inputs.entrypoints as string[]).join(' ')).toContain('exec gosu postgres /bin/sh /run/backup/backup.sh /backups');
+    expect(backups.inputs).toMatchObject({ restart: 'unless-stopped', networksAdvanced: [expect.objectContaining({ name: expect.any(String) })] });
+    expect(backups.options.dependsOn).toContain('postgres');
+    expect(JSON.stringify(backups.inputs.envs)).not.toContain(secretValues.postgresPassword);
+  });
+
+  test('the live endpoint and the data volume are protected; the volume outlives the stack in every stack', async () => {
+    const live = await runProgram('live');
+    const test = await runProgram('test');
+    expect(live.one(endpointType, 'stripe-webhook-endpoint').options.protect).toBe(true);
+    expect(live.one('docker:index/volume:Volume', 'postgres-data').options).toMatchObject({ protect: true, retainOnDelete: true });
+    expect(test.one(endpointType, 'stripe-webhook-endpoint').options.protect).toBe(false);
+    expect(test.one('docker:index/volume:Volume', 'postgres-data').options).toMatchObject({ protect: false, retainOnDelete: true });
   });
 });
