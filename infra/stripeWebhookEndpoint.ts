@@ -275,7 +275,9 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
       olds.apiKey !== news.apiKey ||
       olds.apiBase !== news.apiBase ||
       olds.adoptId !== news.adoptId ||
-      olds.suppliedSecret !== news.suppliedSecret;
+      olds.suppliedSecret !== news.suppliedSecret ||
+      // State written before signingSecrets existed: an update records them (the endpoint is untouched).
+      !Array.isArray((olds as Partial<WebhookEndpointOutputs>).signingSecrets);
     // Create the new endpoint before deleting the old one, so events always have somewhere to go.
     return { changes, replaces, deleteBeforeReplace: false };
   },

@@ -282,7 +282,9 @@ describe('a supplied secret belongs to the endpoint it was given for', () => {
     const { id, outs } = await create(inputs({ adoptId: existing.id, suppliedSecret: existing.secret }));
     const { suppliedSecretFor: _dropped, signingSecrets: _alsoDropped, ...olderState } = outs as WebhookEndpointOutputs;
 
-    const updated = await update(id, olderState as WebhookEndpointOutputs, inputs({ adoptId: existing.id, suppliedSecret: existing.secret, description: 'x' }));
+    // Unchanged inputs still make an update, which records what the older state lacks.
+    await expect(diff(id, olderState as WebhookEndpointOutputs, inputs({ adoptId: existing.id, suppliedSecret: existing.secret }))).resolves.toMatchObject({ changes: true, replaces: [] });
+    const updated = await update(id, olderState as WebhookEndpointOutputs, inputs({ adoptId: existing.id, suppliedSecret: existing.secret }));
     const refreshed = await read(id, olderState as WebhookEndpointOutputs);
 
     expect(updated.outs).toMatchObject({ secret: existing.secret, suppliedSecretFor: id, signingSecrets: [existing.secret] });
