@@ -61,8 +61,12 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
     statement_timeout: statementTimeoutMillis,
     application_name: 'stripe-credits-webhook',
   });
-  // Without this listener an idle client's dropped connection (database restart) kills the process.
-  pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
+  let closing = false;
+  // Without this listener an idle client's dropped connection (database restart) kills the process. Once
+  // close() is called, a connection the server drops before the pool finished ending it is expected.
+  pool.on('error', (error) => {
+    if (!closing) logger.warn({ err: describeError(error) }, 'idle database connection lost');
+  });
 
   async function query<Row extends object>(sql: string, params?: readonly unknown[]) {
     return toQueryResult<Row>(await pool.query(sql, params as unknown[]));
@@ -112,6 +116,7 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
     const connect = async (isReconnect: boolean): Promise<void> => {
       const candidate = new pg.Client({ ...connection, connectionTimeoutMillis, application_name: 'stripe-credits-webhook-listen' });
       candidate.on('error', (error) => {
+        if (stopped) return;
         logger.warn({ err: describeError(error), channel }, 'database notification connection lost; reconnecting');
         scheduleReconnect();
       });
@@ -165,6 +170,7 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
       await pool.query('SELECT 1');
     },
     async close() {
+      closing = true;
       await pool.end();
     },
   };

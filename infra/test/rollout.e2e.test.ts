@@ -15,17 +15,20 @@ import { startServiceProcess, stopAllServiceProcesses, waitUntil, type ServicePr
 import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test/support/stripeFixtures';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
 import { webhookPath } from '../../service/webhook/route';
+import { configDefaults } from '../config';
 import { healthcheck, replicaRolloutPlan, type RolloutStep } from '../rollout';
 import { startDnsServer, type DnsServer } from './support/dnsServer';
 import { startEdge, upstreamName, type RunningEdge } from './support/edge';
 import { request } from './support/httpsClient';
-import { freePort } from './support/serviceProcess';
+import { freePort } from '../../service/test/support/freePort';
 
 const replicaCount = 2;
 const webhookSecret = 'whsec_rolloutSecretThroughNginx';
 const senders = 4;
 /** Deliveries each sender still makes after the last old replica has gone (nginx may hold its address a little longer). */
 const deliveriesAfterRollout = 25;
+/** Each sender, from an address of its own, stays well under the edge's per-address rate limit (it is not under test here). */
+const senderIntervalMillis = 1000 / (configDefaults.webhookRateLimitPerSecond / 2);
 
 interface Replica {
   host: string;
@@ -51,8 +54,10 @@ async function startReplica(host: string): Promise<Replica> {
     name: `replica ${host}`,
     databaseUrl: database.url,
     webhookSecret,
+    host,
     port,
-    env: { HOST: host, NODE_ENV: 'production', STRIPE_API_KEY: 'sk_test_rolloutKey' },
+    stripeMode: 'test',
+    env: { NODE_ENV: 'production', STRIPE_API_KEY: 'sk_test_rolloutKey' },
   });
   return { host, process, startedAtMillis };
 }
@@ -113,12 +118,15 @@ test('replacing every replica one at a time while deliveries flow: no answer but
     let afterRollout = 0;
     for (let sequence = 0; afterRollout < deliveriesAfterRollout; sequence++) {
       if (rolloutDone) afterRollout++;
+      const pace = new Promise((resolve) => setTimeout(resolve, senderIntervalMillis));
       const userId = `user_rollout_${senderIndex}_${sequence % 5}`;
       const credits = 1 + (sequence % 3);
       const event = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: userId, metadata: { credits: String(credits) } }));
       const delivery = signedDelivery(event, [webhookSecret]);
-      const reply = await request(edge, { method: 'POST', path: webhookPath, headers: delivery.headers, body: delivery.body, agent }).catch(() => ({ status: 0 }));
+      const localAddress = `127.0.0.${41 + senderIndex}`;
+      const reply = await request(edge, { method: 'POST', path: webhookPath, headers: delivery.headers, body: delivery.body, agent, localAddress }).catch(() => ({ status: 0 }));
       answers.push({ status: reply.status, eventId: event.id, userId, credits });
+      await pace;
     }
   };
   const sending = Promise.all(Array.from({ length: senders }, (_, index) => sender(index)));

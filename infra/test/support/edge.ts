@@ -5,7 +5,7 @@ import { renderNginxConfig } from '../../nginxConfig';
 import { resolverValidSeconds } from '../../rollout';
 import type { Edge } from './httpsClient';
 import { startNginx, type NginxProcess } from './nginxProcess';
-import { freePort } from './serviceProcess';
+import { freePort } from '../../../service/test/support/freePort';
 import { makeSelfSignedCertificate } from './tls';
 
 /** The host name the test certificate is for. */

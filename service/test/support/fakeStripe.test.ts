@@ -1,23 +1,12 @@
 /**
- * Behaviour of the fake Stripe and the fixture builders, checked with the real stripe-node client so
- * the fake stays faithful to how our code (and Stripe) speak.
+ * Behaviour of the fake Stripe, checked with the real stripe-node client so the fake stays faithful to
+ * how our code (and Stripe) speak. The object builders and signing are tested in localStripe/test/.
  */
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
 import { startFakeStripe, type FakeStripe } from './fakeStripe';
-import {
-  charge,
-  checkoutSession,
-  signedDelivery,
-  signStripePayload,
-  STRIPE_FIXTURES_DIR,
-  stripeEvent,
-  subscription,
-  subscriptionCheckoutSession,
-  unixSeconds,
-} from './stripeFixtures';
+import { charge, checkoutSession, signedDelivery, stripeEvent, subscription } from './stripeFixtures';
 import { decodeStripeForm, FormDecodeError } from './stripeForm';
 
 const TEST_KEY = 'sk_test_fake_key_for_tests';
@@ -552,146 +541,6 @@ describe('webhook delivery', () => {
     const liveEvent = stripeEvent('checkout.session.completed', checkoutSession({ livemode: true }));
 
     await expect(fake.deliver(liveEvent, LOCAL_WEBHOOK_URL)).rejects.toThrow(/no live mode webhook endpoint/);
-  });
-});
-
-// ---------------------------------------------------------------------------------------------
-// Fixture builders
-
-describe('stripe fixtures', () => {
-  it('finds the shared Stripe fixture files beside the repository', () => {
-    expect(fs.existsSync(`${STRIPE_FIXTURES_DIR}/checkout.session.json`)).toBe(true);
-  });
-
-  it('signs exactly like stripe-node generateTestHeaderString for one secret', () => {
-    const payload = JSON.stringify(stripeEvent('checkout.session.completed', checkoutSession()), null, 2);
-    const secret = 'whsec_fixture_secret';
-    const timestamp = unixSeconds();
-
-    expect(signStripePayload(payload, [secret], timestamp)).toBe(
-      Stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp }),
-    );
-  });
-
-  it('produces deliveries that stripe-node constructEvent accepts', () => {
-    const event = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: 'user_1' }));
-    const delivery = signedDelivery(event, ['whsec_fixture_secret']);
-
-    const verified = new Stripe('sk_test_x').webhooks.constructEvent(
-      delivery.body,
-      delivery.headers['stripe-signature'],
-      'whsec_fixture_secret',
-    );
-
-    expect(verified).toEqual(event);
-    expect(delivery.body).toBe(JSON.stringify(event, null, 2));
-    expect(delivery.headers).toEqual({
-      'content-type': 'application/json; charset=utf-8',
-      'stripe-signature': expect.stringMatching(/^t=\d+,v1=[0-9a-f]{64}$/),
-      'user-agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)',
-    });
-  });
-
-  it('builds a paid one-off checkout session by default and a subscription one on request', () => {
-    const oneOff = checkoutSession();
-    expect(oneOff).toMatchObject({
-      object: 'checkout.session',
-      mode: 'payment',
-      payment_status: 'paid',
-      status: 'complete',
-      amount_total: 1000,
-      currency: 'usd',
-      client_reference_id: null,
-      metadata: {},
-      subscription: null,
-      livemode: false,
-    });
-    expect(oneOff.id).toMatch(/^cs_test_[0-9a-f]{24}$/);
-    expect(oneOff.payment_intent).toMatch(/^pi_/);
-
-    const signUp = subscriptionCheckoutSession({ metadata: { user_id: 'u1' } });
-    expect(signUp).toMatchObject({
-      mode: 'subscription',
-      payment_status: 'paid',
-      payment_intent: null,
-      metadata: { user_id: 'u1' },
-    });
-    expect(signUp.customer).toMatch(/^cus_/);
-    expect(signUp.subscription).toMatch(/^sub_/);
-  });
-
-  it('puts the billing period on the subscription item in the items shape, and only there', () => {
-    const sub = subscription({}, { priceId: 'price_pro', monthlyCredits: 500, periodStart: 1_000, periodEnd: 2_000 });
-    const item = sub.items.data[0];
-
-    expect(item).toMatchObject({
-      current_period_start: 1_000,
-      current_period_end: 2_000,
-      subscription: sub.id,
-      price: { id: 'price_pro', metadata: { monthly_credits: '500' } },
-    });
-    expect(sub).not.toHaveProperty('current_period_start');
-    expect(sub).not.toHaveProperty('current_period_end');
-  });
-
-  it('puts the billing period on the subscription in the legacy shape, and not on items', () => {
-    const sub = subscription({ status: 'past_due' }, { shape: 'legacy', periodStart: 1_000, periodEnd: 2_000 });
-
-    expect(sub).toMatchObject({ current_period_start: 1_000, current_period_end: 2_000, status: 'past_due' });
-    expect(sub.items.data[0]).not.toHaveProperty('current_period_start');
-    expect(sub.items.data[0]).not.toHaveProperty('current_period_end');
-  });
-
-  it('builds a captured, paid charge with nothing refunded', () => {
-    expect(charge()).toMatchObject({
-      object: 'charge',
-      amount: 1000,
-      amount_captured: 1000,
-      amount_refunded: 0,
-      refunded: false,
-      captured: true,
-      paid: true,
-      payment_intent: expect.stringMatching(/^pi_/),
-    });
-  });
-
-  it('gives fresh ids on every call and never shares nested objects', () => {
-    const [a, b] = [checkoutSession(), checkoutSession()];
-    expect(a.id).not.toBe(b.id);
-    expect(a.payment_intent).not.toBe(b.payment_intent);
-    a.metadata = { changed: 'yes' };
-    expect(b.metadata).toEqual({});
-
-    const [subA, subB] = [subscription(), subscription()];
-    expect(subA.id).not.toBe(subB.id);
-    expect(subA.items.data[0]?.id).not.toBe(subB.items.data[0]?.id);
-    expect(charge().id).not.toBe(charge().id);
-    const object = checkoutSession();
-    expect(stripeEvent('checkout.session.completed', object).id).not.toBe(
-      stripeEvent('checkout.session.completed', object).id,
-    );
-  });
-
-  it('wraps an object in an event whose mode follows the object unless given', () => {
-    const session = checkoutSession({ livemode: true });
-    const event = stripeEvent('checkout.session.completed', session, {
-      created: 1_700_000_000,
-      previousAttributes: { status: 'open' },
-    });
-
-    expect(event).toMatchObject({
-      object: 'event',
-      type: 'checkout.session.completed',
-      api_version: '2025-03-31.basil',
-      created: 1_700_000_000,
-      livemode: true,
-      pending_webhooks: 1,
-      request: { id: null, idempotency_key: null },
-      data: { object: session, previous_attributes: { status: 'open' } },
-    });
-    expect(event.id).toMatch(/^evt_/);
-    expect(session.id).toMatch(/^cs_live_/);
-    expect(stripeEvent('checkout.session.completed', session, { livemode: false }).livemode).toBe(false);
   });
 });
 

@@ -19,7 +19,7 @@ import {
   stringArrayParam,
   stringParam,
 } from './fakeStripeApi';
-import { DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, price, stripeFixture, stripeId, unixSeconds } from './stripeFixtures';
+import { DEFAULT_AMOUNT_CENTS, DEFAULT_CURRENCY, deletedWebhookEndpoint, price, stripeId, webhookEndpoint } from './stripeFixtures';
 import type { FormObject } from './stripeForm';
 
 const MAX_EVENT_TYPES_FILTER = 20;
@@ -133,9 +133,7 @@ export class FakeStripeResources {
       throw invalidParam('api_version', `Invalid api_version: ${apiVersion}`);
     }
     const endpoint: Stripe.WebhookEndpoint = {
-      ...stripeFixture('webhook_endpoint'),
-      id: stripeId('we'),
-      created: unixSeconds(),
+      ...webhookEndpoint(),
       livemode,
       url: webhookUrl(requiredStringParam(params, 'url'), livemode),
       enabled_events: enabledEvents(params, { required: true }) ?? [],
@@ -176,7 +174,7 @@ export class FakeStripeResources {
     rejectUnknownParams(params, []);
     const { endpoint } = this.findEndpoint(pathParams[0] as string, livemode);
     this.endpoints.delete(endpoint.id);
-    return { ...stripeFixture('deleted_webhook_endpoint'), id: endpoint.id, object: 'webhook_endpoint', deleted: true };
+    return deletedWebhookEndpoint(endpoint.id);
   }
 
   private listWebhookEndpoints({ livemode, params }: ApiCall): unknown {
