@@ -47,7 +47,7 @@ async function main(): Promise<number> {
   if (!config.stripeApiKey) throw new ConfigError('Set STRIPE_API_KEY (or STRIPE_API_KEY_FILE): events are read from the Stripe API.');
 
   const logger = createLogger('warn');
-  const db = connectDatabase({ connectionString: config.databaseUrl, poolMax: 2, logger });
+  const db = connectDatabase({ connectionString: config.databaseUrl, passwordFile: config.databasePasswordFile, poolMax: 2, logger });
   const stripe = createStripeClient(config.stripeApiKey, config.stripeApiBase);
   const progress = new SingleBar({ format: 'recovering {bar} {value}/{total} events | {outcome}', stream: process.stderr }, Presets.shades_classic);
   try {

@@ -1,8 +1,8 @@
-import Router from '@koa/router';
 import Koa from 'koa';
 import { describeError, type Database } from './db';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
+import { createRouter } from './router';
 import { BalanceNotifier } from './users/balanceNotifier';
 import { userRoutes } from './users/routes';
 import type { EventContext } from './webhook/processEvent';
@@ -59,7 +59,7 @@ export function createApp(deps: AppDeps): App {
     logger.error({ err: describeError(error), method: ctx?.method, path: ctx?.path }, 'unhandled request error');
   });
 
-  const router = new Router();
+  const router = createRouter();
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
   });

@@ -21,7 +21,7 @@ export interface RunningService {
 }
 
 /** How long SIGTERM waits for in-flight requests before closing the remaining connections. */
-const shutdownGraceMillis = 10_000;
+export const shutdownGraceMillis = 10_000;
 /** During shutdown, how often connections whose request has been answered are closed. */
 const idleSweepMillis = 50;
 const keepAliveTimeoutMillis = 65_000;
@@ -53,7 +53,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     logger.info({ databaseUrl }, `embedded PostgreSQL ready: psql ${databaseUrl}`);
   }
 
-  const db = connectDatabase({ connectionString: databaseUrl, poolMax: config.databasePoolMax, logger });
+  const db = connectDatabase({ connectionString: databaseUrl, poolMax: config.databasePoolMax, logger, passwordFile: config.databasePasswordFile });
   undo.push(db.close);
   await db.ping().catch((error: unknown) => {
     throw databaseStartupError(error, databaseUrl, embedded !== undefined);

@@ -1,8 +1,9 @@
-import Router from '@koa/router';
+import type Router from '@koa/router';
 import { PassThrough } from 'node:stream';
 import { readBalance } from '../credits/balance';
 import type { Database } from '../db';
 import type { Logger } from '../logger';
+import { createRouter } from '../router';
 import { userAuthenticator } from './auth';
 import type { BalanceNotifier } from './balanceNotifier';
 
@@ -18,19 +19,20 @@ export interface UserRouteDeps {
 }
 
 const defaultHeartbeatMillis = 15_000;
+const creditsPath = '/api/v1/billing/credits';
 
 /** The signed-in user's own credits, as JSON and as a live Server-Sent Events stream. */
 export function userRoutes(deps: UserRouteDeps): Router {
   const authenticate = userAuthenticator(deps.jwtSecret);
-  const router = new Router({ prefix: '/api/v1/billing/credits' });
+  const router = createRouter();
 
-  router.get('/', async (ctx) => {
+  router.get(creditsPath, async (ctx) => {
     const { userId } = await authenticate(ctx);
     ctx.set('Cache-Control', 'no-store');
     ctx.body = await readBalance(deps.db, userId);
   });
 
-  router.get('/stream', async (ctx) => {
+  router.get(`${creditsPath}/stream`, async (ctx) => {
     const { userId, expiresAtMillis } = await authenticate(ctx, { allowQueryToken: true });
     const stream = new PassThrough();
     let lastSent = '';

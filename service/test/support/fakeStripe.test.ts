@@ -41,6 +41,21 @@ function createEndpoint(client: Stripe, overrides: Partial<Stripe.WebhookEndpoin
 }
 
 describe('webhook endpoints', () => {
+  it('replays the first answer to an Idempotency-Key, secret included, and refuses the key with other parameters', async () => {
+    const client = stripeClient();
+    const first = await createEndpoint(client);
+    const key = 'endpoint-create-1';
+    const created = await client.webhookEndpoints.create({ url: HTTPS_WEBHOOK_URL, enabled_events: ['charge.refunded'] }, { idempotencyKey: key });
+    const replayed = await client.webhookEndpoints.create({ url: HTTPS_WEBHOOK_URL, enabled_events: ['charge.refunded'] }, { idempotencyKey: key });
+
+    expect(replayed).toEqual(created);
+    expect(created.secret).toMatch(/^whsec_/);
+    expect(fake.webhookEndpoints().map((endpoint) => endpoint.id)).toEqual([first.id, created.id]);
+    await expect(
+      client.webhookEndpoints.create({ url: HTTPS_WEBHOOK_URL, enabled_events: ['charge.dispute.created'] }, { idempotencyKey: key }),
+    ).rejects.toMatchObject({ type: 'StripeIdempotencyError', statusCode: 400 });
+  });
+
   it('reveals the signing secret only in the create response', async () => {
     const client = stripeClient();
     const created = await createEndpoint(client, {

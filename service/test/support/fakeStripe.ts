@@ -6,7 +6,8 @@
  * errors, cursor pagination, and test/live mode separation decided by the key. Point a client at it with
  * `new Stripe(key, { ...fake.stripeConfig })`, or give the code under test `fake.baseUrl`.
  *
- * Supported: webhook endpoints (create/retrieve/update/list/delete), events (list/retrieve; seeded
+ * Supported: Idempotency-Key on POST (the first answer is replayed, other parameters refused),
+ * webhook endpoints (create/retrieve/update/list/delete), events (list/retrieve; seeded
  * with addEvent), Checkout Session line items (seeded with setCheckoutLineItems) and subscriptions
  * (seeded with putSubscription). Anything else answers 404 like an unknown Stripe URL, and parameters
  * an endpoint does not take answer 400, so a client mistake shows up here before it reaches Stripe.
@@ -109,6 +110,8 @@ class FakeStripeServer implements FakeStripe {
   private readonly recorded: RecordedRequest[] = [];
   private pendingFailures: number[] = [];
   private readonly resources = new FakeStripeResources();
+  /** First answer per Idempotency-Key (scoped by mode), with the request it answered. */
+  private readonly idempotentResults = new Map<string, { request: string; status: number; payload: unknown }>();
 
   constructor(private readonly host: string) {}
 
@@ -146,6 +149,7 @@ class FakeStripeServer implements FakeStripe {
 
   reset(): void {
     this.recorded.length = 0;
+    this.idempotentResults.clear();
     this.pendingFailures = [];
     this.resources.reset();
   }
@@ -209,7 +213,32 @@ class FakeStripeServer implements FakeStripe {
         throw unauthenticated(authorization);
       }
       const params = method === 'POST' ? record.body : record.query;
-      payload = this.resources.handle(method, url.pathname, { livemode, params });
+      const idempotencyKey = method === 'POST' ? headerValue(req.headers['idempotency-key']) : undefined;
+      if (idempotencyKey === undefined) {
+        payload = this.resources.handle(method, url.pathname, { livemode, params });
+      } else {
+        // Stripe replays the first answer to a key (for 24 hours), and refuses the key with other parameters.
+        const request = `${livemode}:${url.pathname}:${rawBody}`;
+        const scopedKey = `${livemode}:${idempotencyKey}`;
+        const first = this.idempotentResults.get(scopedKey);
+        if (first && first.request !== request) {
+          throw new StripeApiError(400, `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${idempotencyKey}' if you meant to execute a different request.`, { type: 'idempotency_error' });
+        }
+        if (first) {
+          responseHeaders['idempotent-replayed'] = 'true';
+          status = first.status;
+          payload = first.payload;
+        } else {
+          try {
+            payload = this.resources.handle(method, url.pathname, { livemode, params });
+          } catch (error) {
+            const apiError = toApiError(error);
+            if (apiError.status < 500) this.idempotentResults.set(scopedKey, { request, status: apiError.status, payload: apiError.body() });
+            throw error;
+          }
+          this.idempotentResults.set(scopedKey, { request, status: 200, payload });
+        }
+      }
     } catch (error) {
       const apiError = toApiError(error);
       if (apiError.status >= 500 && !(error instanceof StripeApiError)) {
@@ -270,6 +299,10 @@ class FakeStripeServer implements FakeStripe {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
 
 function apiKeyLivemode(authorization: string | undefined): boolean | null {
   const key = /^Bearer (\S+)$/.exec(authorization ?? '')?.[1];
