@@ -14,7 +14,7 @@ import { ConfigError, loadConfig } from '../service/config';
 import { connectDatabase, describeError } from '../service/db';
 import { createLogger } from '../service/logger';
 import { recoverMissedEvents } from '../service/recovery';
-import { createStripeClient, lineItemsFetcher } from '../service/stripeApi';
+import { createStripeClient, stripeReaders } from '../service/stripeApi';
 
 const maxLookbackSeconds = 30 * 24 * 3600;
 
@@ -42,7 +42,7 @@ async function main(): Promise<number> {
       db,
       stripe,
       stripeMode: config.stripeMode,
-      eventContext: { catalog: loadCatalog(config.creditCatalogFile), fetchLineItems: lineItemsFetcher(stripe) },
+      eventContext: { catalog: loadCatalog(config.creditCatalogFile), ...stripeReaders(stripe) },
       sinceSeconds,
       dryRun: values['dry-run'],
       onListed: (count) => {

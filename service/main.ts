@@ -8,7 +8,7 @@ import { ensureDevWebhookSecret } from './devSecret';
 import type { EmbeddedDatabase } from './embeddedDatabase';
 import { createLogger, type Logger } from './logger';
 import { runMigrations } from './migrations';
-import { createStripeClient, lineItemsFetcher } from './stripeApi';
+import { createStripeClient, stripeReaders } from './stripeApi';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
 
@@ -50,7 +50,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     db,
     secrets,
     logger,
-    eventContext: { catalog, fetchLineItems: stripe ? lineItemsFetcher(stripe) : undefined },
+    eventContext: { catalog, ...stripeReaders(stripe) },
     stripeMode: config.stripeMode,
     maxBodyBytes: config.webhookMaxBodyBytes,
     jwtSecret: config.authJwtSecret,
