@@ -276,3 +276,26 @@ function toLegacyShape(built: Stripe.Invoice, subscriptionId: string, item: Invo
     lines: { ...lines, data: legacyLines },
   };
 }
+
+/**
+ * The payment of an invoice (`invoice_payment.paid`): from API 2025-03-31.basil the only object naming both the
+ * invoice and its payment intent. Paid in full by default, for the invoice's `amount_paid`.
+ */
+export function invoicePayment(paidInvoice: { id: string; amount_paid: number; currency: string; livemode: boolean }, overrides: DeepPartial<Stripe.InvoicePayment> = {}): Stripe.InvoicePayment {
+  const created = overrides.created ?? Math.floor(Date.now() / 1000);
+  const defaults: Stripe.InvoicePayment = {
+    id: stripeId('inpay'),
+    object: 'invoice_payment',
+    amount_paid: paidInvoice.amount_paid,
+    amount_requested: paidInvoice.amount_paid,
+    created,
+    currency: paidInvoice.currency,
+    invoice: paidInvoice.id,
+    is_default: true,
+    livemode: paidInvoice.livemode,
+    payment: { type: 'payment_intent', payment_intent: stripeId('pi') },
+    status: 'paid',
+    status_transitions: { canceled_at: null, paid_at: created },
+  };
+  return mergeDeep(defaults, overrides);
+}

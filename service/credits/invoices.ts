@@ -42,7 +42,9 @@ export async function applyPaidInvoice(tx: Queryable, invoice: Invoice, source: 
   if (!known.userId) return unmatched("invoice's subscription has no known user yet; the invoice is kept and applied when its Checkout session arrives");
   const outcome = await settleSubscriptionCredits(tx, known.userId, source, catalog);
   const { unknownPrices } = allowanceOf(stored, catalog, known.priceCredits);
-  if (unknownPrices.length > 0) return unmatched(unknownPriceReason(unknownPrices), known.userId);
+  // Basil lines name a price by id only: its metadata comes with the subscription's own events.
+  if (unknownPrices.length > 0 && known.stateKnown) return unmatched(unknownPriceReason(unknownPrices), known.userId);
+  if (unknownPrices.length > 0) return { status: 'processed', userId: known.userId, note: "credits follow when the subscription's state brings its prices" };
   if (invoice.linesTruncated && outcome.status === 'processed') return { ...outcome, note: 'the event embedded only some of the invoice lines; credits follow those' };
   return outcome;
 }

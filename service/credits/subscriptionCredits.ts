@@ -127,10 +127,12 @@ export async function settleSubscriptionCredits(tx: Queryable, userId: string, s
     remaining += delta;
   };
 
+  const previous = user.subscriptionId === null ? undefined : evaluated.find((candidate) => candidate.subscriptionId === user.subscriptionId);
   const replaced = user.subscriptionId !== null && user.subscriptionId !== counting.subscriptionId;
   const periodChanged = replaced || (user.subscriptionId !== null && user.creditedPeriodStart !== counting.periodStart);
   if (periodChanged && remaining > 0) {
-    await adjust(-remaining, replaced ? 'subscription_replaced' : 'subscription_period_expired', user.subscriptionId!);
+    const reason = !replaced ? 'subscription_period_expired' : previous?.ended ? 'subscription_ended' : 'subscription_replaced';
+    await adjust(-remaining, reason, user.subscriptionId!);
   }
   if (counting.ended) {
     if (remaining > 0) await adjust(-remaining, 'subscription_ended', counting.subscriptionId);

@@ -126,12 +126,14 @@ const rememberOwnerSql = `
   ON CONFLICT (id) DO UPDATE SET
     customer_id = COALESCE(s.customer_id, EXCLUDED.customer_id),
     user_id = COALESCE(s.user_id, EXCLUDED.user_id)
-  RETURNING user_id AS "userId", customer_id AS "customerId", price_credits AS "priceCredits"`;
+  RETURNING user_id AS "userId", customer_id AS "customerId", price_credits AS "priceCredits", event_id <> '' AS "stateKnown"`;
 
 export interface KnownSubscription {
   userId: string | null;
   customerId: string | null;
   priceCredits: Record<string, number>;
+  /** A state of the subscription itself (an event or an API read) arrived, with its prices' metadata. */
+  stateKnown: boolean;
 }
 
 /** Records what is known of a subscription's owner and customer; returns the owner, if known by now. */
