@@ -126,7 +126,7 @@ function hotPathEvents(): Array<[string, object]> {
   ];
 }
 
-test(`every statement of every crediting transaction reads through an index with ${rowsPerTable.toLocaleString('en-US')} rows per table`, async () => {
+test(`every statement of every crediting transaction reads through an index with ${rowsPerTable.toLocaleString('en-US')} rows per table (defect 10)`, async () => {
   const found: Array<{ path: string; sql: string; sequentialScans: string[] }> = [];
   let statementCount = 0;
   for (const [path, event] of hotPathEvents()) {

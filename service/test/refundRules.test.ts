@@ -212,6 +212,15 @@ function refundEvent(
 }
 
 describe('refunds tracked one by one', () => {
+  test('a refund that fails gives its credits back: charge.refunded, then refund.failed (defect 4)', async () => {
+    const purchase = newPurchase(100);
+    await send(purchaseCompleted(purchase));
+    await send(refunded(purchase, 400));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 60, subscription: 0 });
+    await send(refundEvent('refund.failed', purchase, { id: stripeId('re'), amount: 400, status: 'failed', created: eventsStart + 600 }));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 0 });
+  });
+
   test('a refund that fails gives its credits back (refund.created pending, then refund.failed)', async () => {
     const purchase = newPurchase(100);
     await send(purchaseCompleted(purchase));
@@ -269,11 +278,11 @@ describe('refunds tracked one by one', () => {
     ]);
   });
 
-  test('credits taken back are computed in exact integers: a full refund of 999,999,999,999,999 credits bought for $11.53 takes them all', async () => {
+  test('credits taken back are computed in exact integers: a full refund of 999,999,999,999,999 credits bought for $11.53 takes them all (defect 12)', async () => {
     const credits = 999_999_999_999_999;
     const purchase = newPurchase(credits, 1153);
     await send(purchaseCompleted(purchase));
-    await send(refundEvent('refund.created', purchase, { id: stripeId('re'), amount: 1153, status: 'succeeded' }));
+    await send(refunded(purchase, 1153));
     expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
     const third = newPurchase(123_456_789_012_345, 3541);
     await send(purchaseCompleted(third));
