@@ -68,28 +68,21 @@ test('an opened dispute takes back the disputed share; a lost one keeps it taken
   ]);
 });
 
-test('a won dispute gives the credits back', async () => {
+test.each([
+  ['a won dispute', 'needs_response', 'won', 400],
+  ['an inquiry closed without a chargeback', 'warning_needs_response', 'warning_closed', 1000],
+] as const)('%s gives back the credits its opening took', async (_name, opened, closed, amount) => {
   const purchase = purchaseOf(100);
   await send(purchase.completed);
   const id = stripeId('dp');
-  await send(purchase.disputeEvent('charge.dispute.created', { id, amount: 400, status: 'needs_response', created: eventsStart + 100 }));
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 60, subscription: 0 });
-  await send(purchase.disputeEvent('charge.dispute.closed', { id, amount: 400, status: 'won', created: eventsStart + 5000 }));
+  await send(purchase.disputeEvent('charge.dispute.created', { id, amount, status: opened, created: eventsStart + 100 }));
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100 - amount / 10, subscription: 0 });
+  await send(purchase.disputeEvent('charge.dispute.closed', { id, amount, status: closed, created: eventsStart + 5000 }));
   expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
     { delta: 100, reason: 'credit_purchase' },
-    { delta: -40, reason: 'dispute' },
-    { delta: 40, reason: 'dispute_won' },
+    { delta: -amount / 10, reason: 'dispute' },
+    { delta: amount / 10, reason: 'dispute_won' },
   ]);
-});
-
-test('an inquiry takes the share back while open and gives it back when closed without a chargeback', async () => {
-  const purchase = purchaseOf(100);
-  await send(purchase.completed);
-  const id = stripeId('dp');
-  await send(purchase.disputeEvent('charge.dispute.created', { id, amount: 1000, status: 'warning_needs_response', created: eventsStart + 100 }));
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
-  await send(purchase.disputeEvent('charge.dispute.closed', { id, amount: 1000, status: 'warning_closed', created: eventsStart + 5000 }));
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 0 });
 });
 
 test.each([
