@@ -1,7 +1,8 @@
 /** Charges, refunds and disputes: what happens to a card payment after it succeeded. */
 import { listData, readStripeId, readText, readWholeNumber } from './fields';
 
-export interface Refund {
+/** What refunds and disputes share: money going back (or in question) on one payment. */
+interface PaymentReversal {
   id: string;
   /** Cents. */
   amount: number;
@@ -10,20 +11,26 @@ export interface Refund {
   paymentIntentId: string | undefined;
 }
 
-/** Refund statuses after which the money stays with the merchant (the refund gave nothing back). */
-export const unsuccessfulRefundStatuses: ReadonlySet<string> = new Set(['failed', 'canceled']);
-
-export function readRefund(object: Record<string, unknown>): Refund | undefined {
+function readPaymentReversal(object: Record<string, unknown>, statusWhenAbsent: string): PaymentReversal | undefined {
   const id = readStripeId(object.id);
   const amount = readWholeNumber(object.amount);
   if (!id || amount === undefined) return undefined;
   return {
     id,
     amount,
-    status: readText(object.status) ?? 'pending',
+    status: readText(object.status) ?? statusWhenAbsent,
     chargeId: readStripeId(object.charge),
     paymentIntentId: readStripeId(object.payment_intent),
   };
+}
+
+export type Refund = PaymentReversal;
+
+/** Refund statuses after which the money stays with the merchant (the refund gave nothing back). */
+export const unsuccessfulRefundStatuses: ReadonlySet<string> = new Set(['failed', 'canceled']);
+
+export function readRefund(object: Record<string, unknown>): Refund | undefined {
+  return readPaymentReversal(object, 'pending');
 }
 
 export interface Charge {
@@ -50,14 +57,7 @@ export function readCharge(object: Record<string, unknown>): Charge | undefined 
   return { id, amount, amountRefunded, paymentIntentId, refunds };
 }
 
-export interface Dispute {
-  id: string;
-  /** Cents. */
-  amount: number;
-  status: string;
-  chargeId: string | undefined;
-  paymentIntentId: string | undefined;
-}
+export type Dispute = PaymentReversal;
 
 /** Closed in the merchant's favour (or an inquiry closed without a chargeback): the money comes back. */
 export const disputeStatusesReturningMoney: ReadonlySet<string> = new Set(['won', 'warning_closed', 'prevented']);
@@ -72,14 +72,5 @@ export function disputeStage(status: string): number {
 }
 
 export function readDispute(object: Record<string, unknown>): Dispute | undefined {
-  const id = readStripeId(object.id);
-  const amount = readWholeNumber(object.amount);
-  if (!id || amount === undefined) return undefined;
-  return {
-    id,
-    amount,
-    status: readText(object.status) ?? 'needs_response',
-    chargeId: readStripeId(object.charge),
-    paymentIntentId: readStripeId(object.payment_intent),
-  };
+  return readPaymentReversal(object, 'needs_response');
 }
