@@ -293,6 +293,15 @@ describe('a user with several subscriptions', () => {
     },
   );
 
+  test('a newer subscription whose first invoice is not paid yet does not take over from a paid one', async () => {
+    const paid = newStory();
+    await subscribed(paid, 2);
+    const unpaid = new SubscriptionStory({ user: paid.user, customer: paid.customer, createdSeconds: at(2, 100) });
+    await send(unpaid.signUp({ created: at(2, 100) }));
+    await send(unpaid.event('customer.subscription.created', { period: period(2), plan: pro, status: 'incomplete', created: at(2, 100) }));
+    expect(await accountOf(paid.user)).toMatchObject({ subscriptionCredits: 100, subscriptionId: paid.id });
+  });
+
   test('when the newest paid subscription ends, an older one still paid counts again', async () => {
     const older = newStory();
     await subscribed(older, 2);
