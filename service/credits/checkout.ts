@@ -98,6 +98,8 @@ export async function fulfilCheckoutSession(
 
 // Inserts the purchase, or moves a pending one on; returns a row only when this call made the change, so
 // credits are granted exactly once per session whichever of its events (or reads) arrives first or twice.
+// `reversed`: refunds or disputes of its payment arrived first (committed before this transaction took the
+// payment's lock), so they apply now; a plain purchase costs no further statement.
 const recordPurchaseSql = `
   INSERT INTO credit_purchases (user_id, stripe_checkout_session_id, payment_intent, credits, amount_total, currency, livemode, status, paid_at)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8 = 'paid' THEN now() END)
@@ -105,7 +107,10 @@ const recordPurchaseSql = `
     SET status = EXCLUDED.status, paid_at = EXCLUDED.paid_at,
         payment_intent = COALESCE(credit_purchases.payment_intent, EXCLUDED.payment_intent)
     WHERE credit_purchases.status = 'pending' AND EXCLUDED.status <> 'pending'
-  RETURNING user_id AS "userId", status, credits, payment_intent AS "paymentIntent"`;
+  RETURNING user_id AS "userId", status, credits, payment_intent AS "paymentIntent",
+    EXISTS (SELECT 1 FROM charge_refunds c WHERE c.payment_intent = credit_purchases.payment_intent)
+      OR EXISTS (SELECT 1 FROM payment_refunds r WHERE r.payment_intent = credit_purchases.payment_intent)
+      OR EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_intent = credit_purchases.payment_intent) AS reversed`;
 
 async function recordPurchase(
   tx: Queryable,
@@ -117,7 +122,7 @@ async function recordPurchase(
 ): Promise<HandlerOutcome> {
   const sessionId = readStripeId(session.id);
   if (!sessionId) return unmatched('session has no id', userId);
-  const { rows } = await tx.query<{ userId: string; status: PurchaseStatus; credits: number; paymentIntent: string | null }>(recordPurchaseSql, [
+  const { rows } = await tx.query<{ userId: string; status: PurchaseStatus; credits: number; paymentIntent: string | null; reversed: boolean }>(recordPurchaseSql, [
     userId,
     sessionId,
     readStripeId(session.payment_intent) ?? null,
@@ -132,7 +137,6 @@ async function recordPurchase(
   if (purchase.status !== 'paid') return { status: 'processed', userId: purchase.userId, note: `purchase ${purchase.status}` };
 
   await adjustCredits(tx, { userId: purchase.userId, bucket: 'purchased', delta: purchase.credits, reason: 'credit_purchase', stripeEventId: source.eventId, sourceId: sessionId });
-  // Refunds and disputes of this payment may have arrived first: they apply now.
-  if (purchase.paymentIntent) await settlePurchaseTakeBack(tx, purchase.paymentIntent, source);
+  if (purchase.paymentIntent && purchase.reversed) await settlePurchaseTakeBack(tx, purchase.paymentIntent, source);
   return { status: 'processed', userId: purchase.userId };
 }
