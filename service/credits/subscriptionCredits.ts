@@ -20,21 +20,27 @@ export async function lockUser(tx: Queryable, userId: string): Promise<void> {
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`user:${userId}`]);
 }
 
-/** One subscription of the user, with its current (latest) billing period and the invoices paid for it. */
-interface SubscriptionCandidate {
+/** What decides the worth of a subscription's current (latest) billing period. */
+export interface CurrentPeriod {
+  ended: boolean;
+  /** Unix seconds; null while no period of the subscription is known. */
+  periodStart: number | null;
+  /** The largest allowance of an active or trialing state seen in the period. */
+  planAllowance: number | null;
+  /** The lines of each paid invoice that has a line in the current period. */
+  invoices: StoredInvoiceLine[][] | null;
+  priceCredits: KnownPriceCredits;
+}
+
+/** One subscription of the user, with its current billing period. */
+interface SubscriptionCandidate extends CurrentPeriod {
   subscriptionId: string;
   customerId: string | null;
   status: string;
   plan: string | null;
-  ended: boolean;
   subscriptionCreated: number | null;
-  priceCredits: KnownPriceCredits;
-  periodStart: number | null;
   periodEnd: number | null;
-  planAllowance: number | null;
   granted: number;
-  /** The lines of each paid invoice that has a line in the current period. */
-  invoices: StoredInvoiceLine[][] | null;
 }
 
 // Every lookup is on an index: stripe_subscriptions (user_id), subscription_periods and
@@ -64,7 +70,7 @@ export interface PeriodEntitlement {
  * is a high-water mark over every paid invoice (an upgrade's proration invoice) and every active or trialing
  * state seen (an upgrade without an invoice of its own), so a downgrade only counts from the next period.
  */
-export function periodEntitlement(candidate: Omit<SubscriptionCandidate, 'subscriptionId' | 'customerId' | 'status' | 'plan' | 'subscriptionCreated' | 'granted'>, catalog: CreditCatalog): PeriodEntitlement {
+export function periodEntitlement(candidate: CurrentPeriod, catalog: CreditCatalog): PeriodEntitlement {
   if (candidate.ended || candidate.periodStart === null) return { paid: false, allowance: 0 };
   const periodStart = candidate.periodStart;
   const paidLines = (candidate.invoices ?? []).map((lines) => lines.filter((line) => line.start >= periodStart)).filter((lines) => lines.length > 0);
