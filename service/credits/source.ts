@@ -1,3 +1,4 @@
+import type { Queryable } from '../db';
 import type { StripeEvent } from '../stripe/event';
 
 /**
@@ -15,4 +16,13 @@ export interface ObjectSource {
 
 export function eventSource(event: StripeEvent): ObjectSource {
   return { eventId: event.id, asOfSeconds: event.created, fromApi: false };
+}
+
+/**
+ * Serialises transactions about one Stripe object (subscriptionLockKey, paymentLockKey) or one user, until the
+ * transaction ends. claimEvent takes the object's lock for an event; a rule applied to an object read from the
+ * API (billing sync) takes it with this first, so a webhook and a sync of the same object never miss each other.
+ */
+export async function lockKey(tx: Queryable, key: string): Promise<void> {
+  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key]);
 }
