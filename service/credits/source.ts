@@ -23,6 +23,6 @@ export function eventSource(event: StripeEvent): ObjectSource {
  * transaction ends. claimEvent takes the object's lock for an event; a rule applied to an object read from the
  * API (billing sync) takes it with this first, so a webhook and a sync of the same object never miss each other.
  */
-export async function lockKey(tx: Queryable, key: string): Promise<void> {
+export async function takeLock(tx: Queryable, key: string): Promise<void> {
   await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key]);
 }

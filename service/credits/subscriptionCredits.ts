@@ -3,7 +3,7 @@ import { allowanceOf, type KnownPriceCredits, type PriceUnits } from './allowanc
 import type { CreditCatalog } from './catalog';
 import { adjustCredits } from './ledger';
 import type { HandlerOutcome } from './outcome';
-import { lockKey, type ObjectSource } from './source';
+import { takeLock, type ObjectSource } from './source';
 
 /** A subscription line of a paid invoice, as stored: the units it paid for and when its period starts. */
 export interface StoredInvoiceLine extends PriceUnits {
@@ -17,7 +17,7 @@ export interface StoredInvoiceLine extends PriceUnits {
  * lock, so it cannot deadlock.
  */
 export async function lockUser(tx: Queryable, userId: string): Promise<void> {
-  await lockKey(tx, `user:${userId}`);
+  await takeLock(tx, `user:${userId}`);
 }
 
 /** What decides the worth of a subscription's current (latest) billing period. */
