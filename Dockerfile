@@ -16,6 +16,8 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY service ./service
 COPY scripts ./scripts
+# The local Stripe's object builders and signing, which the operator scripts (send-test-event) use.
+COPY localStripe ./localStripe
 RUN npm run build
 
 FROM ${NODE_IMAGE} AS prod-deps

@@ -1,4 +1,4 @@
-/** Fault, fuzz and rotation scenarios: slower, bounded to a few minutes in total. */
+/** Fault, fuzz and rotation scenarios: slower than the main suite, hence the longer timeout per test. */
 const base = require('./jest.config.js');
 module.exports = {
   ...base,

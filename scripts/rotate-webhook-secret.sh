@@ -2,8 +2,10 @@
 # Usage: scripts/rotate-webhook-secret.sh add    [FILE]   < new-secret     add a signing secret (read from stdin)
 #        scripts/rotate-webhook-secret.sh retire FINGERPRINT [FILE]        remove the secret with that fingerprint
 #        scripts/rotate-webhook-secret.sh list   [FILE]                    show the fingerprints in force
+#        scripts/rotate-webhook-secret.sh --help                           show this text
 #
-# FILE defaults to $STRIPE_WEBHOOK_SECRET_FILE, else ./secrets/stripe_webhook_secret.
+# FILE defaults to $STRIPE_WEBHOOK_SECRET_FILE, else the development secret `npm start` keeps in
+# ${DATA_DIR:-.data}/webhook-secret; the script says which file it used.
 # Rotation without downtime: roll the secret in Stripe (both stay valid for a while and Stripe signs with
 # both), `add` the new one, watch stripe_webhook_secret_verifications_total{fingerprint=…} on /metrics until
 # the old fingerprint stops growing, then `retire` it. The service reloads the file by itself; nothing restarts.
@@ -34,7 +36,7 @@ replace_file() {
 
 list() {
   local file=$1 n=0 secret
-  [[ -r $file ]] || die "cannot read $file"
+  [[ -r $file ]] || die "cannot read $file: give the secrets file as FILE, or set STRIPE_WEBHOOK_SECRET_FILE"
   while IFS= read -r secret; do
     n=$((n + 1))
     echo "$n $(fingerprint "$secret")"
@@ -57,7 +59,7 @@ add() {
 
 retire() {
   local target=$1 file=$2 secret kept=() found=0
-  [[ -r $file ]] || die "cannot read $file"
+  [[ -r $file ]] || die "cannot read $file: give the secrets file as FILE, or set STRIPE_WEBHOOK_SECRET_FILE"
   while IFS= read -r secret; do
     if [[ $(fingerprint "$secret") == "$target" ]]; then found=1; else kept+=("$secret"); fi
   done < <(secrets_in "$file")
@@ -68,13 +70,50 @@ retire() {
   list "$file"
 }
 
+# The comment block at the top, without its '#'.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+usage_error() { echo "rotate-webhook-secret: $*" >&2; echo >&2; usage >&2; exit 2; }
+
+default_file() {
+  if [[ -n ${STRIPE_WEBHOOK_SECRET_FILE:-} ]]; then
+    echo "$STRIPE_WEBHOOK_SECRET_FILE"
+  else
+    echo "${DATA_DIR:-.data}/webhook-secret"
+  fi
+}
+
+# The file given, or the default; says which one, since the default depends on the environment.
+secret_file() {
+  local file=${1:-$(default_file)}
+  if [[ -n ${1:-} ]]; then
+    echo "secrets file: $file" >&2
+  elif [[ -n ${STRIPE_WEBHOOK_SECRET_FILE:-} ]]; then
+    echo "secrets file: $file (STRIPE_WEBHOOK_SECRET_FILE)" >&2
+  else
+    echo "secrets file: $file (the development secret of npm start; set STRIPE_WEBHOOK_SECRET_FILE for another)" >&2
+  fi
+  echo "$file"
+}
+
 main() {
-  local command=${1:-} default_file=${STRIPE_WEBHOOK_SECRET_FILE:-./secrets/stripe_webhook_secret}
+  local command=${1:-} arg
+  for arg in "$@"; do
+    case $arg in
+      -h | --help) usage; exit 0 ;;
+      -*) usage_error "unknown option $arg" ;;
+    esac
+  done
   case $command in
-    add) add "${2:-$default_file}" ;;
-    list) list "${2:-$default_file}" ;;
-    retire) [[ -n ${2:-} ]] || die "usage: $0 retire FINGERPRINT [FILE]"; retire "$2" "${3:-$default_file}" ;;
-    *) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    add) (($# <= 2)) || usage_error 'add takes at most a FILE'; add "$(secret_file "${2:-}")" ;;
+    list) (($# <= 2)) || usage_error 'list takes at most a FILE'; list "$(secret_file "${2:-}")" ;;
+    retire)
+      [[ -n ${2:-} ]] || usage_error 'retire needs the FINGERPRINT of the secret to remove (see: list)'
+      (($# <= 3)) || usage_error 'retire takes a FINGERPRINT and at most a FILE'
+      retire "$2" "$(secret_file "${3:-}")"
+      ;;
+    '') usage_error 'a command is needed: add, retire or list' ;;
+    *) usage_error "unknown command $command" ;;
   esac
 }
 

@@ -1,21 +1,95 @@
-/**
- * Usage: npm run send-test-event -- [--user user_demo] [--credits 100] [--url http://127.0.0.1:3000]
- *
- * Sends a realistic, signed `checkout.session.completed` to a running service, the way Stripe would
- * (replaces the Dashboard's "Send test webhook"). Signs with the first secret of STRIPE_WEBHOOK_SECRET(_FILE),
- * or with the development secret `npm start` generated in .data/.
- */
-import { randomBytes } from 'node:crypto';
+/** Sends one realistic, signed Stripe event to a running service and shows the balance it changed: see `usage`. */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import Stripe from 'stripe';
-import { loadConfig } from '../service/config';
-import { parseSecrets } from '../service/webhook/secretStore';
+import { SignJWT } from 'jose';
+import { signedDelivery } from '../localStripe/signing';
+import { readBalance, type CreditBalance } from '../service/credits/balance';
+import { ConfigError, loadConfig, type Config } from '../service/config';
+import { connectDatabase } from '../service/db';
+import { createLogger } from '../service/logger';
 import { webhookPath } from '../service/webhook/route';
+import { parseSecrets } from '../service/webhook/secretStore';
+import { buildTestEvent, isTestEventKind, testEventKinds } from './lib/testEvents';
 
-async function signingSecret(): Promise<string> {
-  const config = loadConfig(process.env);
+const usage = `
+Usage: npm run send-test-event -- [--type paid] [--user user_demo] [--credits 100] [--url http://127.0.0.1:3000]
+
+Sends a realistic Stripe event to a running service, signed as Stripe signs it (in place of the Dashboard's
+"Send test webhook"), and prints the user's balance before and after.
+
+Types (--type):
+  paid                   checkout.session.completed, paid by card: grants --credits
+  unpaid                 checkout.session.completed with a delayed payment method: pending
+  async-succeeded        checkout.session.async_payment_succeeded: grants the pending purchase (--session)
+  async-failed           checkout.session.async_payment_failed: the pending purchase fails (--session)
+  subscription-created   customer.subscription.created: the user's plan of --credits a month
+  subscription-updated   customer.subscription.updated: the plan now grants --credits a month
+  subscription-deleted   customer.subscription.deleted: the subscription ends, its credits expire
+  invoice-paid           invoice.paid for the user's subscription: grants the month's credits
+  refund                 charge.refunded in full, for the purchase paid by --payment-intent
+  dispute                charge.dispute.created, for the purchase paid by --payment-intent
+Types the service does not act on are answered 200 "ignored", and this says so.
+
+Options:
+  --type TYPE            one of the types above (default paid)
+  --user ID              the user (client_reference_id, or the subscription's metadata.user_id; default user_demo)
+  --credits N            credits of the purchase, or per month of the plan (default 100)
+  --session ID           the Checkout session an async payment settles (printed by --type unpaid)
+  --payment-intent ID    the payment a refund or dispute is about (printed by --type paid)
+  --url URL              the service (default http://127.0.0.1:$PORT, PORT default 3000)
+  --live                 a live-mode event (default: the mode of STRIPE_MODE)
+  -h, --help             show this text
+
+Signs with the first secret of STRIPE_WEBHOOK_SECRET(_FILE), else the development secret \`npm start\` keeps
+in .data/webhook-secret. Reads the balance from the service's GET /api/v1/billing/credits with a session
+token signed by AUTH_JWT_SECRET(_FILE) or the development key in .data/auth-jwt-secret, else straight from
+DATABASE_URL(_FILE).
+`;
+
+const usageErrorExitCode = 2;
+const sessionTokenTtlSeconds = 60;
+const requestTimeoutMillis = 15_000;
+
+class ServiceUnreachable extends Error {}
+
+function usageError(message: string): never {
+  process.stderr.write(`send-test-event: ${message}\n\n${usage.trim()}\n`);
+  process.exit(usageErrorExitCode);
+}
+
+function readCommandLine() {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        type: { type: 'string', default: 'paid' },
+        user: { type: 'string', default: 'user_demo' },
+        credits: { type: 'string', default: '100' },
+        session: { type: 'string' },
+        'payment-intent': { type: 'string' },
+        url: { type: 'string' },
+        live: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    return usageError((error as Error).message);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    process.stdout.write(`${usage.trim()}\n`);
+    process.exit(0);
+  }
+  const type = values.type;
+  if (!isTestEventKind(type)) usageError(`--type must be one of ${Object.keys(testEventKinds).join(', ')}; got "${type}"`);
+  const credits = Number(values.credits);
+  if (!/^\d+$/.test(values.credits) || !Number.isSafeInteger(credits) || credits < 1) usageError(`--credits must be a positive whole number, got "${values.credits}"`);
+  if (!values.user.trim()) usageError('--user must not be empty');
+  return { ...values, type, credits };
+}
+
+async function signingSecret(config: Config): Promise<string> {
   const source = config.webhookSecret;
   if (source?.kind === 'value') return source.value;
   const file = source?.kind === 'file' ? source.path : path.join(config.dataDir, 'webhook-secret');
@@ -25,56 +99,108 @@ async function signingSecret(): Promise<string> {
   return parseSecrets(content, file)[0]!.value;
 }
 
+/** The key the service checks session tokens with: AUTH_JWT_SECRET, else the development key `npm start` keeps. */
+async function sessionKey(config: Config): Promise<string | undefined> {
+  if (config.authJwtSecret) return config.authJwtSecret;
+  const devKey = await readFile(path.join(config.dataDir, 'auth-jwt-secret'), 'utf8').catch(() => undefined);
+  return devKey?.trim() || undefined;
+}
+
+async function callService(baseUrl: URL, route: string, init: RequestInit = {}): Promise<Response> {
+  try {
+    return await fetch(new URL(route, baseUrl), { ...init, signal: AbortSignal.timeout(requestTimeoutMillis) });
+  } catch {
+    throw new ServiceUnreachable(`cannot reach ${baseUrl.origin} — is \`npm start\` running?`);
+  }
+}
+
+type BalanceReader = () => Promise<CreditBalance>;
+
+/** Where this script can read the user's balance: the service's own route, else the database; or why it cannot. */
+async function balanceReader(config: Config, baseUrl: URL, userId: string): Promise<{ read?: BalanceReader; why?: string; close(): Promise<void> }> {
+  const key = await sessionKey(config);
+  let routeProblem = 'no AUTH_JWT_SECRET and no development key in .data/auth-jwt-secret to sign a session token';
+  if (key) {
+    const nowSeconds = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(userId).setIssuedAt(nowSeconds).setExpirationTime(nowSeconds + sessionTokenTtlSeconds).sign(new TextEncoder().encode(key));
+    const read = async () => {
+      const response = await callService(baseUrl, '/api/v1/billing/credits', { headers: { authorization: `Bearer ${token}` } });
+      if (!response.ok) throw new Error(`GET /api/v1/billing/credits answered ${response.status}`);
+      return (await response.json()) as CreditBalance;
+    };
+    try {
+      await read();
+      return { read, close: async () => undefined };
+    } catch (error) {
+      if (error instanceof ServiceUnreachable) throw error;
+      routeProblem = `${(error as Error).message} (the service's AUTH_JWT_SECRET is not this one, or its user routes are off)`;
+    }
+  }
+  if (config.databaseUrl) {
+    const db = connectDatabase({ connectionString: config.databaseUrl, poolMax: 1, logger: createLogger('silent') });
+    return { read: () => readBalance(db, userId), close: () => db.close() };
+  }
+  return { why: `${routeProblem}, and no DATABASE_URL to read it from`, close: async () => undefined };
+}
+
+function describe(balance: CreditBalance): string {
+  return `${balance.totalCredits} credits (${balance.purchasedCredits} purchased, ${balance.subscriptionCredits} subscription)`;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      user: { type: 'string', default: 'user_demo' },
-      credits: { type: 'string', default: '100' },
-      url: { type: 'string', default: `http://127.0.0.1:${process.env.PORT ?? 3000}` },
-      live: { type: 'boolean', default: false },
-    },
+  const cli = readCommandLine();
+  const config = loadConfig(process.env);
+  const baseUrl = new URL(cli.url ?? `http://127.0.0.1:${process.env.PORT || 3000}`);
+  const secret = await signingSecret(config);
+  const { event, followUp } = buildTestEvent(cli.type, {
+    userId: cli.user.trim(),
+    credits: cli.credits,
+    livemode: cli.live || config.stripeMode === 'live',
+    sessionId: cli.session,
+    paymentIntent: cli['payment-intent'],
   });
-  const nowSeconds = Math.floor(Date.now() / 1000);
-  const id = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
-  const livemode = values.live || process.env.STRIPE_MODE === 'live';
-  const event = {
-    id: id('evt'),
-    object: 'event',
-    api_version: '2025-03-31.basil',
-    created: nowSeconds,
-    livemode,
-    pending_webhooks: 1,
-    request: { id: null, idempotency_key: null },
-    type: 'checkout.session.completed',
-    data: {
-      object: {
-        id: id(livemode ? 'cs_live' : 'cs_test'),
-        object: 'checkout.session',
-        mode: 'payment',
-        status: 'complete',
-        payment_status: 'paid',
-        client_reference_id: values.user,
-        metadata: { credits: values.credits },
-        amount_total: 1000,
-        currency: 'usd',
-        payment_intent: id('pi'),
-        customer: null,
-        subscription: null,
-        livemode,
-        created: nowSeconds,
-      },
-    },
-  };
-  const payload = JSON.stringify(event, null, 2);
-  const header = Stripe.webhooks.generateTestHeaderString({ payload, secret: await signingSecret(), timestamp: nowSeconds });
-  const target = new URL(webhookPath, values.url);
-  const response = await fetch(target, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': header }, body: payload });
-  console.log(`${response.status} ${await response.text()}`);
-  console.log(`sent ${event.id} (${values.credits} credits for ${values.user}) to ${target.toString()}`);
-  if (!response.ok) process.exitCode = 1;
+
+  const balance = await balanceReader(config, baseUrl, cli.user.trim());
+  try {
+    const show = async (when: string) => {
+      if (balance.read) console.log(`${when}: ${cli.user} has ${describe(await balance.read())}`);
+    };
+    if (!balance.read) console.log(`balance of ${cli.user} not shown: ${balance.why}`);
+    await show('before');
+
+    const delivery = signedDelivery(event, [secret]);
+    const response = await callService(baseUrl, webhookPath, { method: 'POST', headers: delivery.headers, body: delivery.body });
+    const text = await response.text();
+    const answer = (() => {
+      try {
+        return JSON.parse(text) as { status?: string; message?: string; error?: string };
+      } catch {
+        return { message: text.trim() };
+      }
+    })();
+    console.log(`sent ${event.type} ${event.id} (${event.livemode ? 'live' : 'test'} mode) to ${new URL(webhookPath, baseUrl).toString()}`);
+    if (response.status !== 200) {
+      console.log(`not applied (HTTP ${response.status}: ${answer.message ?? answer.error ?? 'no reason given'})`);
+      process.exitCode = 1;
+      return;
+    }
+    const outcomes: Record<string, string> = {
+      processed: 'applied (processed)',
+      duplicate: 'already applied before (duplicate)',
+      ignored: `ignored: the service does not act on ${event.type} events (answered 200 "ignored")`,
+      unmatched: 'not applied: the service could not attribute it (answered 200 "unmatched"; its log and stripe_events.error say why)',
+    };
+    console.log(outcomes[answer.status ?? ''] ?? `answered 200 ${text.trim()}`);
+    await show('after');
+    if (followUp && answer.status === 'processed') console.log(`next: ${followUp}`);
+  } finally {
+    await balance.close();
+  }
 }
 
 main().catch((error: unknown) => {
-  console.error((error as Error).message);
+  if (error instanceof ServiceUnreachable) console.error(error.message);
+  else if (error instanceof ConfigError) console.error(`Configuration error: ${error.message}`);
+  else console.error(`send-test-event failed: ${(error as Error).message}`);
   process.exit(1);
 });

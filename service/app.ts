@@ -51,6 +51,11 @@ export function createApp(deps: AppDeps): App {
     }
   });
   koa.on('error', (error: unknown, ctx?: Koa.Context) => {
+    // A client that leaves mid-response (a closed balance stream, above all) is normal, not our fault.
+    if (clientWentAway(error)) {
+      logger.debug({ method: ctx?.method, path: ctx?.path }, 'client closed the connection before the response ended');
+      return;
+    }
     logger.error({ err: describeError(error), method: ctx?.method, path: ctx?.path }, 'unhandled request error');
   });
 
@@ -102,4 +107,12 @@ export function createApp(deps: AppDeps): App {
 function httpStatusOf(error: unknown): number {
   const status = (error as { status?: unknown } | undefined)?.status;
   return typeof status === 'number' && status >= 400 && status <= 599 ? status : 500;
+}
+
+/** Koa pipes a streamed body to the socket; when the client disconnects first, the pipe fails with one of these. */
+const clientGoneCodes = new Set(['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE']);
+
+function clientWentAway(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && clientGoneCodes.has(code) && (error as { headerSent?: boolean }).headerSent === true;
 }

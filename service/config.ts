@@ -53,7 +53,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (stripeModeRaw !== undefined && stripeModeRaw !== 'test' && stripeModeRaw !== 'live') {
     throw new ConfigError(`STRIPE_MODE must be "test" or "live", got "${stripeModeRaw}".`);
   }
-  if (production && stripeModeRaw === undefined) missing.push('STRIPE_MODE');
+  if (production && stripeModeRaw === undefined) missing.push('STRIPE_MODE ("test" or "live")');
   const stripeMode: StripeMode = stripeModeRaw ?? 'test';
 
   const webhookSecret = secretSource(env, 'STRIPE_WEBHOOK_SECRET');
@@ -66,7 +66,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (missing.length > 0) {
     throw new ConfigError(
       `Missing required setting${missing.length > 1 ? 's' : ''} in production: ${missing.join(', ')}. ` +
-        'Set each as an environment variable, or its *_FILE variant pointing to a file that holds the value.',
+        'Set each as an environment variable; where an X_FILE form is named, it may instead be the path of a file that holds the value.',
     );
   }
 

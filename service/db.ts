@@ -39,8 +39,12 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
     statement_timeout: statementTimeoutMillis,
     application_name: 'stripe-credits-webhook',
   });
-  // Without this listener an idle client's dropped connection (database restart) kills the process.
-  pool.on('error', (error) => logger.warn({ err: describeError(error) }, 'idle database connection lost'));
+  let closing = false;
+  // Without this listener an idle client's dropped connection (database restart) kills the process. Once
+  // close() is called, a connection the server drops before the pool finished ending it is expected.
+  pool.on('error', (error) => {
+    if (!closing) logger.warn({ err: describeError(error) }, 'idle database connection lost');
+  });
 
   async function query<Row extends object>(sql: string, params?: readonly unknown[]) {
     return toQueryResult<Row>(await pool.query(sql, params as unknown[]));
@@ -90,6 +94,7 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
     const connect = async (isReconnect: boolean): Promise<void> => {
       const candidate = new pg.Client({ connectionString, connectionTimeoutMillis, application_name: 'stripe-credits-webhook-listen' });
       candidate.on('error', (error) => {
+        if (stopped) return;
         logger.warn({ err: describeError(error), channel }, 'database notification connection lost; reconnecting');
         scheduleReconnect();
       });
@@ -143,6 +148,7 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
       await pool.query('SELECT 1');
     },
     async close() {
+      closing = true;
       await pool.end();
     },
   };

@@ -3,15 +3,53 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 /**
- * Outside production, with no webhook secret configured, the service makes one up so that `npm start` just
- * works; `npm run send-test-event` signs with the same file. Never used when NODE_ENV=production.
+ * Outside production, secrets nobody configured are made up once and kept under the data dir, so that
+ * `npm start` just works and the development scripts (`send-test-event`, `make-token`) find the same ones.
+ * Never used when NODE_ENV=production.
  */
-export async function ensureDevWebhookSecret(dataDir: string): Promise<string> {
-  const filePath = path.join(dataDir, 'webhook-secret');
-  const existing = await readFile(filePath, 'utf8').catch(() => '');
-  if (!existing.trim()) {
-    await mkdir(dataDir, { recursive: true });
-    await writeFile(filePath, `whsec_dev_${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
+export interface DevSecret {
+  path: string;
+  value: string;
+  /** False when an earlier start made it and it was reused. */
+  created: boolean;
+}
+
+/** Signs `npm run send-test-event` deliveries; the service watches the file like a configured one. */
+export const devWebhookSecretPath = (dataDir: string) => path.join(dataDir, 'webhook-secret');
+/** The HS256 key of development session tokens (`npm run make-token`), standing in for AUTH_JWT_SECRET. */
+export const devSessionKeyPath = (dataDir: string) => path.join(dataDir, 'auth-jwt-secret');
+
+/** 32 random bytes: the key length HS256 asks for (RFC 7518 §3.2), as for any key we generate. */
+const generatedSecretBytes = 32;
+
+export function ensureDevWebhookSecret(dataDir: string): Promise<DevSecret> {
+  return ensureDevSecret(devWebhookSecretPath(dataDir), () => `whsec_dev_${randomBytes(generatedSecretBytes).toString('hex')}`);
+}
+
+export function ensureDevSessionKey(dataDir: string): Promise<DevSecret> {
+  return ensureDevSecret(devSessionKeyPath(dataDir), () => randomBytes(generatedSecretBytes).toString('hex'));
+}
+
+async function ensureDevSecret(filePath: string, generate: () => string): Promise<DevSecret> {
+  const existing = await readFile(filePath, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  const firstSecret = existing
+    ?.split('\n')
+    .map((line) => line.trim())
+    .find(Boolean);
+  if (firstSecret) return { path: filePath, value: firstSecret, created: false };
+
+  await mkdir(path.dirname(filePath), { recursive: true });
+  const value = generate();
+  try {
+    // Exclusive create: when `npm start` and a script race to make the file, both end up with the winner's.
+    // An empty file (a start killed mid-write) is replaced.
+    await writeFile(filePath, `${value}\n`, { mode: 0o600, flag: existing === undefined ? 'wx' : 'w' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return ensureDevSecret(filePath, generate);
+    throw error;
   }
-  return filePath;
+  return { path: filePath, value, created: true };
 }

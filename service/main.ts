@@ -3,11 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { createApp } from './app';
 import { loadCatalog } from './credits/catalog';
 import { ConfigError, loadConfig, type Config } from './config';
+import { lockDataDir } from './dataDirLock';
 import { connectDatabase, describeError } from './db';
-import { ensureDevWebhookSecret } from './devSecret';
-import type { EmbeddedDatabase } from './embeddedDatabase';
-import { createLogger, type Logger } from './logger';
+import { ensureDevSessionKey, ensureDevWebhookSecret } from './devSecret';
+import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase';
+import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
+import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
 import { createStripeClient, stripeReaders } from './stripeApi';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
@@ -24,26 +26,49 @@ const shutdownGraceMillis = 10_000;
 const idleSweepMillis = 50;
 const keepAliveTimeoutMillis = 65_000;
 
-/** Wires configuration → database → migrations → secrets → app → listening server. */
+/**
+ * Wires configuration → database → migrations → secrets → app → listening server. A failure is thrown as a
+ * StartupError (one line naming the cause and the fix, and its exit code) after undoing what was started.
+ */
 export async function startService(config: Config, logger: Logger): Promise<RunningService> {
   const startedAtMillis = Date.now();
+  const undo: Array<() => unknown> = [];
+  try {
+    return await startServiceSteps(config, logger, startedAtMillis, undo);
+  } catch (error) {
+    for (const step of undo.reverse()) await Promise.resolve(step()).catch(() => undefined);
+    throw error;
+  }
+}
+
+async function startServiceSteps(config: Config, logger: Logger, startedAtMillis: number, undo: Array<() => unknown>): Promise<RunningService> {
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
-    embedded = await startEmbeddedDatabase(config.dataDir);
+    undo.push(await lockDataDir(config.dataDir));
+    logger.warn({ dataDir: config.dataDir }, 'DATABASE_URL not set: starting an embedded PostgreSQL for development; set DATABASE_URL for real use');
+    embedded = await startEmbeddedDatabase(config.dataDir, logger);
+    undo.push(embedded.stop);
     databaseUrl = embedded.url;
-    logger.warn({ dataDir: config.dataDir }, 'DATABASE_URL not set: using an embedded PostgreSQL (PGlite) for development; set DATABASE_URL for real use');
+    logger.info({ databaseUrl }, `embedded PostgreSQL ready: psql ${databaseUrl}`);
   }
 
   const db = connectDatabase({ connectionString: databaseUrl, poolMax: config.databasePoolMax, logger });
-  await runMigrations(db, logger);
+  undo.push(db.close);
+  await db.ping().catch((error: unknown) => {
+    throw databaseStartupError(error, databaseUrl, embedded !== undefined);
+  });
+  await runMigrations(db, logger).catch((error: unknown) => {
+    throw migrationStartupError(error);
+  });
 
   const secrets = await loadWebhookSecrets(config, logger);
+  undo.push(secrets.close);
   logger.info({ fingerprints: secrets.current().map((secret) => secret.fingerprint) }, 'webhook signing secrets loaded');
   const catalog = loadCatalog(config.creditCatalogFile);
   const stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
   if (!stripe) logger.warn('STRIPE_API_KEY not set: credits can come only from metadata.credits, not from the catalog by price');
-  if (!config.authJwtSecret) logger.warn('AUTH_JWT_SECRET not set: the user balance routes (/api/v1/billing/credits) are disabled');
+  const jwtSecret = await sessionKey(config, logger);
 
   const shutdown = new AbortController();
   const app = createApp({
@@ -53,7 +78,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     eventContext: { catalog, ...stripeReaders(stripe) },
     stripeMode: config.stripeMode,
     maxBodyBytes: config.webhookMaxBodyBytes,
-    jwtSecret: config.authJwtSecret,
+    jwtSecret,
     shutdownSignal: shutdown.signal,
   });
   const stopListening = await db.listen(
@@ -61,6 +86,7 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
     (userId) => app.notifier.notify(userId),
     () => app.notifier.notifyAll(),
   );
+  undo.push(stopListening);
 
   const server = createServer(app.callback);
   server.keepAliveTimeout = keepAliveTimeoutMillis;
@@ -68,6 +94,8 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, resolve);
+  }).catch((error: unknown) => {
+    throw listenStartupError(error, config.host, config.port);
   });
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
@@ -86,40 +114,50 @@ export async function startService(config: Config, logger: Logger): Promise<Runn
       await closed;
       clearInterval(idleSweep);
       clearTimeout(grace);
-      secrets.close();
-      await stopListening();
-      await db.close();
-      await embedded?.stop();
+      for (const step of undo.reverse()) await step();
     })());
   return { server, url, stop };
-}
-
-/** PGlite is a development dependency (27 MB): loaded only here, so production images do without it. */
-async function startEmbeddedDatabase(dataDir: string): Promise<EmbeddedDatabase> {
-  let embeddedModule: typeof import('./embeddedDatabase.js');
-  try {
-    embeddedModule = await import('./embeddedDatabase.js');
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw error;
-    throw new ConfigError(
-      'DATABASE_URL is not set and the embedded development database is not installed (production dependencies only). Set DATABASE_URL or DATABASE_URL_FILE.',
-    );
-  }
-  return embeddedModule.startEmbeddedDatabase(dataDir);
 }
 
 async function loadWebhookSecrets(config: Config, logger: Logger): Promise<SecretStore> {
   const source = config.webhookSecret;
   if (source?.kind === 'value') return fixedSecrets([source.value]);
   if (source?.kind === 'file') return watchSecretFile(source.path, { logger });
-  const devSecretPath = await ensureDevWebhookSecret(config.dataDir);
+  const devSecret = await ensureDevWebhookSecret(config.dataDir);
   logger.warn(
-    { secretFile: devSecretPath },
-    `No webhook secret configured: generated a development secret in ${devSecretPath}. ` +
+    { secretFile: devSecret.path },
+    `No webhook secret configured: ${devSecret.created ? 'generated' : 'reused'} the development secret in ${devSecret.path}. ` +
       'Send a signed test event with `npm run send-test-event`; set STRIPE_WEBHOOK_SECRET_FILE for real use.',
   );
-  return watchSecretFile(devSecretPath, { logger });
+  return watchSecretFile(devSecret.path, { logger });
+}
+
+/** The key of user session tokens; in development one is made up, so that the balance routes work too. */
+async function sessionKey(config: Config, logger: Logger): Promise<string | undefined> {
+  if (config.authJwtSecret) return config.authJwtSecret;
+  if (config.production) {
+    logger.warn('AUTH_JWT_SECRET not set: the user balance routes (/api/v1/billing/credits) are disabled');
+    return undefined;
+  }
+  const devKey = await ensureDevSessionKey(config.dataDir);
+  logger.warn(
+    { keyFile: devKey.path },
+    `AUTH_JWT_SECRET not set: ${devKey.created ? 'generated' : 'reused'} the development session key in ${devKey.path}. ` +
+      'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE for real use.',
+  );
+  return devKey.value;
+}
+
+/** One line on stderr naming the cause and the fix, and the cause's exit code (README: start-up failures). */
+function exitOnStartupFailure(error: unknown): never {
+  const failure =
+    error instanceof StartupError
+      ? error
+      : error instanceof ConfigError
+        ? new StartupError(`Configuration error: ${error.message}`, startupExitCodes.configuration)
+        : unexpectedStartupError(error);
+  console.error(failure.message);
+  process.exit(failure.exitCode);
 }
 
 async function main(): Promise<void> {
@@ -127,20 +165,20 @@ async function main(): Promise<void> {
   try {
     config = loadConfig(process.env);
   } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(`Configuration error: ${error.message}`);
-      process.exit(78); // EX_CONFIG: a supervisor should not restart-loop on this.
-    }
-    throw error;
+    exitOnStartupFailure(error);
   }
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, await logDestination({ production: config.production, terminal: process.stdout.isTTY === true }));
   // A stray rejection is a bug to log, not a reason to drop every in-flight delivery.
   process.on('unhandledRejection', (reason) => logger.error({ err: describeError(reason) }, 'unhandled promise rejection'));
 
   // Handlers go in before start-up: a stop during start-up (migrations run in one transaction, nothing
-  // is served yet) simply exits; after it, in-flight requests finish first.
+  // is served yet) simply exits; after it, in-flight requests finish first. A repeated signal (a Ctrl-C
+  // reaches both npm and the service, and npm passes it on) does not cut that short.
   let service: RunningService | undefined;
+  let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
     if (!service) {
       logger.info({ signal }, 'stopped during start-up');
       process.exit(0);
@@ -154,14 +192,14 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal); // The terminal running `npm start` was closed.
 
   try {
     service = await startService(config, logger);
   } catch (error) {
-    logger.fatal({ err: describeError(error) }, 'service failed to start');
-    process.exit(1);
+    exitOnStartupFailure(error);
   }
 }
 

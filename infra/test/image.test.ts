@@ -6,18 +6,19 @@
  * stage's full `npm ci` is this repository's installed node_modules (same lock file), and apt-get (tini)
  * is skipped.
  */
-import { execSync, spawnSync } from 'node:child_process';
+import { execSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { connectDatabase } from '../../service/db';
 import { createLogger } from '../../service/logger';
+import { freePort } from '../../service/test/support/freePort';
+import { repositoryRoot, spawnServiceProcess, startServiceProcess, type ServiceProcess } from '../../service/test/support/serviceProcess';
 import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test/support/stripeFixtures';
 import { databaseUrl, testServerUrl } from '../../service/test/support/testDatabase';
 import { webhookPath } from '../../service/webhook/route';
 import { dockerignoreFilter, readDockerfile } from './support/dockerfile';
-import { freePort, repoRoot, startChildService, type ChildService } from './support/serviceProcess';
 
 const logger = createLogger('silent');
 const webhookSecret = 'whsec_imageTestSecret';
@@ -30,8 +31,8 @@ interface ReplayedImage {
 
 /** Replays the Dockerfile stage by stage; returns the runtime stage's folder, ENV and CMD. */
 function replayDockerfile(workspace: string): ReplayedImage {
-  const { stages } = readDockerfile(repoRoot);
-  const inContext = dockerignoreFilter(repoRoot);
+  const { stages } = readDockerfile(repositoryRoot);
+  const inContext = dockerignoreFilter(repositoryRoot);
   const stageDirs: Record<string, string> = {};
   const workdirs: Record<string, string> = {};
   let env: Record<string, string> = {};
@@ -63,18 +64,18 @@ function replayDockerfile(workspace: string): ReplayedImage {
           for (const source of paths) {
             const sourcePath = from
               ? path.join(stageDirs[from] as string, path.relative(workdirs[from] as string, source))
-              : path.join(repoRoot, source);
+              : path.join(repositoryRoot, source);
             const target = destination.endsWith('/') ? path.join(dir, destination, path.basename(source)) : path.join(dir, destination);
             cpSync(sourcePath, target, {
               recursive: true,
               verbatimSymlinks: true,
-              filter: (file) => from !== undefined || inContext(path.relative(repoRoot, file)),
+              filter: (file) => from !== undefined || inContext(path.relative(repositoryRoot, file)),
             });
           }
           break;
         }
         case 'RUN':
-          if (/^npm ci\b/.test(args) && !args.includes('--omit=dev')) symlinkSync(path.join(repoRoot, 'node_modules'), path.join(dir, 'node_modules'));
+          if (/^npm ci\b/.test(args) && !args.includes('--omit=dev')) symlinkSync(path.join(repositoryRoot, 'node_modules'), path.join(dir, 'node_modules'));
           else if (!/^apt-get\b/.test(args)) {
             execSync(args, { cwd: dir, stdio: 'pipe', env: { ...process.env, npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false' } });
           }
@@ -89,7 +90,7 @@ function replayDockerfile(workspace: string): ReplayedImage {
 let workspace: string;
 let image: ReplayedImage;
 let databaseName: string;
-let service: ChildService | undefined;
+let service: ServiceProcess | undefined;
 let serviceUrl: string;
 
 beforeAll(async () => {
@@ -111,12 +112,13 @@ beforeAll(async () => {
   serviceUrl = `http://127.0.0.1:${port}`;
   const [program = 'node', ...args] = image.command;
   expect(program).toBe('node');
-  service = await startChildService(args, {
+  service = await startServiceProcess({
+    name: 'service from the image',
+    program: args,
     cwd: image.dir,
+    port,
     env: {
       ...image.env,
-      HOST: '127.0.0.1',
-      PORT: String(port),
       STRIPE_MODE: 'test',
       STRIPE_WEBHOOK_SECRET_FILE: secretFile('stripe_webhook_secret', webhookSecret),
       STRIPE_API_KEY_FILE: secretFile('stripe_api_key', 'sk_test_imageTestKey'),
@@ -166,19 +168,15 @@ test('it verifies and applies a signed webhook with production dependencies only
 
 test('without DATABASE_URL outside production it says the embedded database is a development tool, and exits', async () => {
   const [, ...args] = image.command;
-  const result = spawnSync(process.execPath, args, {
-    cwd: image.dir,
-    env: { PATH: process.env.PATH ?? '', NODE_ENV: 'development', PORT: '0', DATA_DIR: path.join(workspace, 'dev-data') },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  expect(result.status).toBe(1);
-  expect(result.stdout).toContain('the embedded development database is not installed');
-  expect(result.stdout).toContain('Set DATABASE_URL or DATABASE_URL_FILE');
+  const run = await spawnServiceProcess({ name: 'image without a database', program: args, cwd: image.dir, env: { NODE_ENV: 'development' } });
+  expect((await run.exited).code).toBe(78); // A configuration error: it needs DATABASE_URL.
+  const output = run.logLines.join('\n');
+  expect(output).toContain('the embedded development database is not installed');
+  expect(output).toContain('Set DATABASE_URL or DATABASE_URL_FILE');
 });
 
 test('it stops cleanly on SIGTERM, as tini forwards it in the container', async () => {
-  const exitCode = await service?.stop();
+  const exit = await service?.stop();
   service = undefined;
-  expect(exitCode).toBe(0);
+  expect(exit?.code).toBe(0);
 });

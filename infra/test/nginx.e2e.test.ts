@@ -9,6 +9,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
+import { freePort } from '../../service/test/support/freePort';
+import { startServiceProcess, type ServiceProcess } from '../../service/test/support/serviceProcess';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
 import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test/support/stripeFixtures';
 import { webhookPath } from '../../service/webhook/route';
@@ -17,7 +19,6 @@ import { renderNginxConfig, type NginxConfigParams } from '../nginxConfig';
 import { startDnsServer, type DnsServer } from './support/dnsServer';
 import { inParallel, openEventStream, request, type Edge, type Reply } from './support/httpsClient';
 import { readLog, startNginx, testNginxConfig, type NginxProcess } from './support/nginxProcess';
-import { freePort, repoRoot, startChildService, type ChildService } from './support/serviceProcess';
 import { makeSelfSignedCertificate } from './support/tls';
 
 const domain = 'billing.test';
@@ -61,7 +62,7 @@ describe('nginx in front of two service replicas', () => {
   let dir: string;
   let database: TestDatabase;
   let dns: DnsServer;
-  let replicas: ChildService[] = [];
+  let replicas: ServiceProcess[] = [];
   let nginx: NginxProcess | undefined;
   let edge: Edge;
   let httpPort: number;
@@ -88,13 +89,12 @@ describe('nginx in front of two service replicas', () => {
       DATABASE_URL_FILE: secretFile('database_url', database.url),
       AUTH_JWT_SECRET_FILE: secretFile('auth_jwt_secret', jwtSecret),
       WEBHOOK_MAX_BODY_BYTES: String(configDefaults.webhookMaxBodyBytes),
-      LOG_LEVEL: 'info',
     };
 
     servicePort = await freePort(replicaHosts);
     replicas = await Promise.all(
       replicaHosts.map((host) =>
-        startChildService(['--import', 'tsx', 'service/main.ts'], { cwd: repoRoot, env: { ...serviceEnv, HOST: host, PORT: String(servicePort) } }),
+        startServiceProcess({ name: `replica on ${host}`, fromSources: true, host, port: servicePort, logLevel: 'info', env: serviceEnv }),
       ),
     );
     dns = await startDnsServer(upstreamName, replicaHosts);
@@ -244,7 +244,7 @@ describe('nginx in front of two service replicas', () => {
     await nginx?.stop(); // flushes and closes nginx's logs
     nginx = undefined;
     await Promise.all(replicas.map((replica) => replica.stop()));
-    const logs = [readLog(path.join(nginxDir, 'access.log')), readLog(path.join(nginxDir, 'error.log')), ...replicas.map((replica) => replica.output())].join('\n');
+    const logs = [readLog(path.join(nginxDir, 'access.log')), readLog(path.join(nginxDir, 'error.log')), ...replicas.map((replica) => replica.logLines.join('\n'))].join('\n');
 
     expect(logs).toContain('/api/v1/billing/credits/stream'); // the stream request was logged, without its query
     for (const secret of [webhookSecret, apiKey, jwtSecret, ...tokensUsed]) expect(logs).not.toContain(secret);

@@ -111,6 +111,6 @@ describe('Dockerfile', () => {
     const ignore = read('.dockerignore').split('\n');
     expect(ignore.find((line) => line && !line.startsWith('#'))).toBe('*'); // only what is re-included below
     expect(ignore).toEqual(expect.arrayContaining(['**/secrets/', '**/*.key', '**/*.pem', '**/.env*']));
-    expect(ignore.filter((line) => line.startsWith('!'))).toEqual(['!package.json', '!package-lock.json', '!tsconfig.json', '!tsconfig.build.json', '!service', '!scripts']);
+    expect(ignore.filter((line) => line.startsWith('!'))).toEqual(['!package.json', '!package-lock.json', '!tsconfig.json', '!tsconfig.build.json', '!service', '!scripts', '!localStripe']);
   });
 });

@@ -5,7 +5,7 @@
  * counted from the scheduled send time so a slow server cannot hide its queueing).
  */
 import http from 'node:http';
-import { signStripePayload } from '../../service/test/support/stripeFixtures';
+import { signStripePayload } from '../../localStripe/signing';
 import { buildWorkload, type ItemKind } from './workload';
 
 export interface PrepareMessage {

@@ -1,21 +1,7 @@
-/**
- * npm run bench [-- --replicas 2] [--duration 6] [--levels 1,8,32] [--pool 10] [--log-level info] [--profile DIR]
- *
- * Measures the webhook service against the ceiling of its own database on this machine:
- *   1. builds the service and starts it (one process, or --replicas N) on a fresh PostgreSQL database;
- *   2. at each concurrency level, runs the ceiling (processEvent straight through pg, same events, same
- *      concurrency, same pool size, no HTTP) and then the service under signed HTTP deliveries from a
- *      separate load-generator process, each for a fixed duration;
- *   3. measures latency at half the peak rate with a fixed arrival rate (open loop);
- *   4. checks that every acknowledged event was applied once and the books balance.
- * Prints a table, and as its last line one JSON object (events_per_s, p99_ms, ceiling_tx_per_s, ratio,
- * rss_mb, correct, …). Progress goes to stderr. Needs PostgreSQL on TEST_DATABASE_URL (default
- * postgres://postgres@127.0.0.1:5432/postgres). Not part of CI: it takes about two minutes.
- */
+/** Measures the webhook service against the ceiling of its own database: see `usage`. */
 import { fork, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { checkDeliveryInvariants, deliveryInvariantsHold } from '../../service/test/support/deliveryInvariants';
 import { buildService, startServiceProcess, stopAllServiceProcesses, type ServiceProcess } from '../../service/test/support/serviceProcess';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
@@ -23,23 +9,48 @@ import type { CeilingMessage, CeilingResult } from './ceiling';
 import type { LoadResult, PrepareMessage, RunMessage } from './loadgen';
 import { corePercent, cpuTicks, postgresCpuTicks } from './procStats';
 import { buildWorkload, mix, type ItemKind } from './workload';
+import { parseCommandLine, wholeNumberOption } from '../lib/cli';
 
-const { values: flags } = parseArgs({
+const usage = `
+Usage: npm run bench [-- --replicas 2] [--duration 6] [--levels 1,8,32] [--pool 10] [--log-level info] [--profile DIR]
+
+Measures the webhook service against the ceiling of its own database on this machine:
+  1. builds the service and starts it (one process, or --replicas N) on a fresh PostgreSQL database;
+  2. at each concurrency level, runs the ceiling (processEvent straight through pg, same events, same
+     concurrency, same pool size, no HTTP) and then the service under signed HTTP deliveries from a
+     separate load-generator process, each for a fixed duration;
+  3. measures latency at half the peak rate with a fixed arrival rate (open loop);
+  4. checks that every acknowledged event was applied once and the books balance.
+Prints a table, and as its last line one JSON object (events_per_s, p99_ms, ceiling_tx_per_s, ratio,
+rss_mb, correct, …). Progress goes to stderr. Needs PostgreSQL on TEST_DATABASE_URL (default
+postgres://postgres@127.0.0.1:5432/postgres). Not part of CI; the README says how long it takes.
+
+Options:
+  --replicas N       service processes (default 1)
+  --duration S       seconds per concurrency level (default 6)
+  --levels LIST      concurrency levels, comma-separated (default 1,8,32)
+  --pool N           DATABASE_POOL_MAX of each service process (default 10)
+  --log-level LEVEL  the service's LOG_LEVEL (default info, as deployed)
+  --profile DIR      write a V8 CPU profile of each service process into DIR
+  -h, --help         show this text
+`;
+
+const cli = parseCommandLine({
+  usage,
   options: {
     replicas: { type: 'string', default: '1' },
     duration: { type: 'string', default: '6' },
     levels: { type: 'string', default: '1,8,32' },
     pool: { type: 'string', default: '10' },
-    /** The service's LOG_LEVEL (info by default, as deployed). */
     'log-level': { type: 'string', default: 'info' },
-    /** Writes a V8 CPU profile of each service process into this folder (for finding the service's costs). */
     profile: { type: 'string' },
   },
 });
-const replicas = Number(flags.replicas);
-const durationMillis = Number(flags.duration) * 1000;
-const levels = flags.levels!.split(',').map(Number);
-const poolMax = Number(flags.pool);
+const flags = cli.values;
+const replicas = wholeNumberOption(cli, '--replicas', flags.replicas, 1, 16);
+const durationMillis = wholeNumberOption(cli, '--duration', flags.duration, 1) * 1000;
+const levels = flags.levels.split(',').map((level) => wholeNumberOption(cli, '--levels', level, 1, 1000));
+const poolMax = wholeNumberOption(cli, '--pool', flags.pool, 1, 1000);
 const secret = 'whsec_bench_5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b';
 const seed = 20_251_128;
 const warmupMillis = 2_000;

@@ -3,7 +3,7 @@
  * sessions for many users, some exact duplicates of earlier deliveries, some subscription updates and
  * some full refunds of earlier purchases. The same generator feeds the HTTP load and the ceiling.
  */
-import { charge, checkoutSession, stripeEvent, subscription } from '../../service/test/support/stripeFixtures';
+import { charge, checkoutSession, stripeEvent, subscription } from '../../localStripe/objects';
 
 export type ItemKind = 'new' | 'duplicate' | 'subscription' | 'refund';
 

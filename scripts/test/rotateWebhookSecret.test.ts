@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fingerprintSecret } from '../../service/webhook/secretFingerprint';
@@ -20,9 +20,9 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function run(args: string[], stdin = ''): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(args: string[], stdin = '', env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile('bash', [script, ...args], (error, stdout, stderr) => {
+    const child = execFile('bash', [script, ...args], { env, cwd: dir }, (error, stdout, stderr) => {
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
     // The script may exit before reading stdin (usage errors): that is not a test failure.
@@ -60,4 +60,43 @@ test('without a command it prints its usage and exits 2', async () => {
   const result = await run([]);
   expect(result.code).toBe(2);
   expect(result.stderr).toContain('Usage:');
+});
+
+test('--help prints the usage on stdout and exits 0, changing nothing', async () => {
+  const result = await run(['add', '--help', file], newSecret);
+  expect(result.code).toBe(0);
+  expect(result.stdout).toMatch(/^Usage: scripts\/rotate-webhook-secret.sh add/);
+  expect(result.stdout).toContain('FILE defaults to $STRIPE_WEBHOOK_SECRET_FILE');
+  expect(await readFile(file, 'utf8')).toBe(`${oldSecret}\n`);
+});
+
+test('an unknown option or command prints the problem and the usage on stderr and exits 2, changing nothing', async () => {
+  for (const args of [['add', '--force', file], ['rotate', file], ['retire']]) {
+    const result = await run(args, newSecret);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('Usage:');
+  }
+  expect(await readFile(file, 'utf8')).toBe(`${oldSecret}\n`);
+});
+
+test('without FILE it uses STRIPE_WEBHOOK_SECRET_FILE and says so', async () => {
+  const result = await run(['list'], '', { PATH: process.env.PATH, STRIPE_WEBHOOK_SECRET_FILE: file });
+  expect(result.code).toBe(0);
+  expect(result.stdout).toBe(`1 ${fingerprintSecret(oldSecret)}\n`);
+  expect(result.stderr).toContain(`secrets file: ${file} (STRIPE_WEBHOOK_SECRET_FILE)`);
+});
+
+test('without FILE or STRIPE_WEBHOOK_SECRET_FILE it uses the development secret of npm start and says so', async () => {
+  await writeFile(path.join(dir, 'webhook-secret'), `${newSecret}\n`);
+  const inDataDir = await run(['list'], '', { PATH: process.env.PATH, DATA_DIR: dir });
+  expect(inDataDir.stdout).toBe(`1 ${fingerprintSecret(newSecret)}\n`);
+  expect(inDataDir.stderr).toContain(`secrets file: ${path.join(dir, 'webhook-secret')} (the development secret of npm start`);
+
+  // The default data dir, .data, relative to where it runs (the repository root, like npm start).
+  await mkdir(path.join(dir, '.data'));
+  await writeFile(path.join(dir, '.data', 'webhook-secret'), `${oldSecret}\n`);
+  const byDefault = await run(['list'], '', { PATH: process.env.PATH });
+  expect(byDefault.stdout).toBe(`1 ${fingerprintSecret(oldSecret)}\n`);
+  expect(byDefault.stderr).toContain('secrets file: .data/webhook-secret');
 });

@@ -40,10 +40,22 @@ test.each(['DATABASE_URL', 'STRIPE_MODE', 'STRIPE_WEBHOOK_SECRET', 'STRIPE_API_K
   expect(() => loadConfig(env)).toThrow(name);
 });
 
-test('every missing production setting is named at once', () => {
+test('every missing production setting is named at once, each with the forms it is read from', () => {
   expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(
-    /DATABASE_URL or DATABASE_URL_FILE, STRIPE_MODE, STRIPE_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET_FILE, STRIPE_API_KEY or STRIPE_API_KEY_FILE/,
+    'DATABASE_URL or DATABASE_URL_FILE, STRIPE_MODE ("test" or "live"), STRIPE_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET_FILE, STRIPE_API_KEY or STRIPE_API_KEY_FILE.',
   );
+});
+
+test('a missing STRIPE_MODE is not said to have a file form, which is not read', () => {
+  expect(() => loadConfig({ ...production, STRIPE_MODE: undefined, STRIPE_API_KEY: 'sk_test_x' })).toThrow(ConfigError);
+  let message = '';
+  try {
+    loadConfig({ ...production, STRIPE_MODE: undefined, STRIPE_API_KEY: 'sk_test_x' });
+  } catch (error) {
+    message = (error as Error).message;
+  }
+  expect(message).toContain('STRIPE_MODE ("test" or "live")');
+  expect(message).not.toMatch(/STRIPE_MODE_FILE|\*_FILE/);
 });
 
 test('setting both X and X_FILE is an error', () => {

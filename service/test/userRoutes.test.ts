@@ -334,6 +334,20 @@ describe('GET /api/v1/billing/credits/stream', () => {
     stream.close();
     await eventually(() => app.app.notifier.openStreams === before);
   });
+
+  test('a client that closes its stream is normal: no error is logged', async () => {
+    const own = await startTestApp(database.db, { jwtSecret });
+    try {
+      const stream = await StreamClient.open(`${own.url}${streamPath}`, { Authorization: `Bearer ${await tokenFor(newUser())}` });
+      await stream.nextBalance();
+      stream.close();
+      // The server notices the disconnect when its pipe to the socket fails: wait for what it logs then.
+      await eventually(() => own.logLines.some((line) => line.includes('client closed the connection') || (JSON.parse(line) as { level: number }).level >= 50));
+      expect(own.logLines.filter((line) => (JSON.parse(line) as { level: number }).level >= 50)).toEqual([]);
+    } finally {
+      await own.close();
+    }
+  });
 });
 
 test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {

@@ -1,13 +1,16 @@
 /**
- * The service as a real child process, for fault tests and benchmarks: built once per source version,
- * started with `node`, its JSON log lines captured, killed or stopped like an orchestrator would.
+ * The service as a real child process, for the service, infra and reliability tests and the benchmark:
+ * built once per source version (or run from its sources with tsx as a loader), started with `node` as
+ * one process leading its own process group, its JSON log lines captured, killed or stopped like an
+ * orchestrator would. Nothing it starts outlives the test file or the program that started it.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { cp, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { freePort } from './freePort';
 
@@ -17,14 +20,16 @@ export const repositoryRoot = path.resolve(__dirname, '../../..');
 const serviceDir = path.join(repositoryRoot, 'service');
 const buildsDir = path.join(repositoryRoot, 'dist', '.builds');
 
-const startDeadlineMillis = 30_000;
+const defaultStartTimeoutMillis = 30_000;
 const stopDeadlineMillis = 15_000;
 const pollMillis = 10;
 
-/** Every process started here, so a suite can stop them all and scan all their logs. */
-const started = new Set<ServiceProcess>();
-/** Every child still alive, including ones that never got as far as listening. */
-const alive = new Set<ChildProcess>();
+/** Every process started here and still running (listening or not), so a suite can stop them all. */
+const spawnedServices = new Set<SpawnedService>();
+/** The process group of every service started here (its pid), until stopAllServiceProcesses has killed it. */
+const processGroups = new Set<number>();
+/** Kills the service's process group once the process that started it is gone, however it ended. */
+const exitWithStarter = path.join(__dirname, 'exitWithStarter.mjs');
 const allLines: string[] = [];
 
 async function sourceFiles(dir: string): Promise<string[]> {
@@ -93,19 +98,32 @@ export function buildService(): Promise<string> {
 }
 
 export interface ServiceOptions {
-  databaseUrl: string;
+  /** DATABASE_URL; unset to give it as DATABASE_URL_FILE in `env`, or to run on the embedded database. */
+  databaseUrl?: string;
   /** One of these: a fixed secret (STRIPE_WEBHOOK_SECRET) or a hot-reloaded file. */
   webhookSecret?: string;
   webhookSecretFile?: string;
+  /** Default 127.0.0.1. */
+  host?: string;
   /** Default: a free port; a restart passes the previous one so clients keep their URL. */
   port?: number;
   stripeMode?: 'test' | 'live';
   logLevel?: string;
+  /** More environment variables; HOST and PORT come from the options above. */
   env?: Record<string, string>;
   /** Options for node itself, e.g. --cpu-prof. */
   nodeArgs?: string[];
   /** Run with tsx from the TypeScript sources instead of the built JavaScript. */
   fromSources?: boolean;
+  /** The entry file and its arguments, relative to `cwd` (e.g. a built image's `dist/service/main.js`);
+   *  default: the built service, or service/main.ts with `fromSources`. */
+  program?: string[];
+  /** Default: the repository root. */
+  cwd?: string;
+  /** DATA_DIR (or DATA_DIR in `env`); default a fresh temporary folder per process, removed when it exits. */
+  dataDir?: string;
+  /** How long to wait for it to listen (default 30 s). */
+  startTimeoutMillis?: number;
   /** A name shown in errors. */
   name?: string;
 }
@@ -115,61 +133,75 @@ export interface ServiceExit {
   signal: NodeJS.Signals | null;
 }
 
-export interface ServiceProcess {
+/** A service process that was spawned and may not listen (yet, or ever: e.g. a start-up that must fail). */
+export interface SpawnedService {
   readonly name: string;
   readonly pid: number;
   readonly port: number;
   readonly url: string;
-  readonly webhookUrl: string;
-  /** From spawn to the "service listening" log line. */
-  readonly startupMillis: number;
   /** Every stdout/stderr line of this process, in order. */
   readonly logLines: string[];
   readonly options: ServiceOptions;
   readonly exited: Promise<ServiceExit>;
   isRunning(): boolean;
-  /** Resident memory (VmRSS) in bytes, read from /proc; undefined once the process is gone. */
-  rssBytes(): number | undefined;
   /** Resolves with the first line (already seen or future) that satisfies `predicate`. */
   waitForLog(predicate: (line: string) => boolean, timeoutMillis?: number): Promise<string>;
+  /** Sends the signal to the service process alone, as `kill <pid>` does: what it started may outlive it,
+   *  until stop() or the end of the test file. */
   kill(signal: NodeJS.Signals): void;
-  /** SIGTERM, then SIGKILL if it has not exited after the deadline. */
+  /** SIGTERM, then SIGKILL if it has not exited after the deadline; then kills anything left in its process group. */
   stop(): Promise<ServiceExit>;
 }
 
-function childEnv(options: ServiceOptions, dataDir: string): NodeJS.ProcessEnv {
+export interface ServiceProcess extends SpawnedService {
+  readonly webhookUrl: string;
+  /** From spawn to the "service listening" log line. */
+  readonly startupMillis: number;
+  /** Resident memory (VmRSS) in bytes, read from /proc; undefined once the process is gone. */
+  rssBytes(): number | undefined;
+}
+
+function childEnv(options: ServiceOptions, host: string, port: number, dataDir: string): NodeJS.ProcessEnv {
   // A minimal environment: nothing of the parent's (which may hold credentials) leaks into the child.
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME ?? os.tmpdir(),
-    HOST: '127.0.0.1',
-    PORT: String(options.port),
-    DATABASE_URL: options.databaseUrl,
-    STRIPE_MODE: options.stripeMode ?? 'test',
-    LOG_LEVEL: options.logLevel ?? 'info',
-    DATA_DIR: dataDir,
-    ...options.env,
-  };
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME ?? os.tmpdir(), ...options.env, HOST: host, PORT: String(port), DATA_DIR: dataDir };
+  if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;
+  if (options.stripeMode) env.STRIPE_MODE = options.stripeMode;
+  if (options.logLevel) env.LOG_LEVEL = options.logLevel;
   if (options.webhookSecret) env.STRIPE_WEBHOOK_SECRET = options.webhookSecret;
   if (options.webhookSecretFile) env.STRIPE_WEBHOOK_SECRET_FILE = options.webhookSecretFile;
   return env;
 }
 
-/** Starts the service as a child process and resolves once it listens (or rejects with its last log lines). */
-export async function startServiceProcess(options: ServiceOptions): Promise<ServiceProcess> {
+/** Signals a process group, if any of it is left. */
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // ESRCH: the whole group has exited already.
+  }
+}
+
+/**
+ * Starts the service as one node process (tsx as a loader, never as a wrapper process) leading its own
+ * process group, so that stop(), the end of the test file or the end of its starter kills everything it
+ * started. Resolves at once, without waiting for it to listen.
+ */
+export async function spawnServiceProcess(options: ServiceOptions): Promise<SpawnedService> {
   const name = options.name ?? 'service';
-  const args = [...(options.nodeArgs ?? []), ...(options.fromSources ? ['--import', 'tsx', path.join(serviceDir, 'main.ts')] : [await buildService()])];
-  const dataDir = path.join(os.tmpdir(), `credits-service-data-${process.pid}`);
-  const port = options.port || (await freePort());
-  const spawnedAt = performance.now();
-  const child: ChildProcess = spawn(process.execPath, args, {
-    cwd: repositoryRoot,
-    env: childEnv({ ...options, port }, dataDir),
+  const program = options.program ?? (options.fromSources ? ['--import', 'tsx', path.join(serviceDir, 'main.ts')] : [await buildService()]);
+  const host = options.host ?? '127.0.0.1';
+  const port = options.port || (await freePort([host]));
+  const givenDataDir = options.dataDir ?? options.env?.DATA_DIR;
+  const temporaryDataDir = givenDataDir === undefined ? await mkdtemp(path.join(os.tmpdir(), 'credits-service-data-')) : undefined;
+  const child: ChildProcess = spawn(process.execPath, ['--import', pathToFileURL(exitWithStarter).href, ...(options.nodeArgs ?? []), ...program], {
+    cwd: options.cwd ?? repositoryRoot,
+    env: childEnv(options, host, port, givenDataDir ?? temporaryDataDir!),
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   });
   if (child.pid === undefined) throw new Error(`${name}: spawn failed`);
   const pid = child.pid;
-  alive.add(child);
+  processGroups.add(pid);
 
   const logLines: string[] = [];
   const waiters = new Set<{ predicate: (line: string) => boolean; resolve: (line: string) => void }>();
@@ -201,12 +233,12 @@ export async function startServiceProcess(options: ServiceOptions): Promise<Serv
   const exited = new Promise<ServiceExit>((resolve) => {
     child.once('exit', (code, signal) => {
       running = false;
-      alive.delete(child);
+      if (temporaryDataDir) void rm(temporaryDataDir, { recursive: true, force: true });
       resolve({ code, signal });
     });
   });
 
-  const waitForLog = (predicate: (line: string) => boolean, timeoutMillis = startDeadlineMillis) => {
+  const waitForLog = (predicate: (line: string) => boolean, timeoutMillis = defaultStartTimeoutMillis) => {
     const seen = logLines.find(predicate);
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise<string>((resolve, reject) => {
@@ -225,39 +257,15 @@ export async function startServiceProcess(options: ServiceOptions): Promise<Serv
     });
   };
 
-  // Up when it logs "service listening" (LOG_LEVEL info or finer) or its health check answers.
-  const url = `http://127.0.0.1:${port}`;
-  const isListening = async () => {
-    if (logLines.some((line) => line.includes('"msg":"service listening"'))) return true;
-    try {
-      return (await fetch(`${url}/healthz`)).ok;
-    } catch {
-      return false;
-    }
-  };
-  const deadline = Date.now() + startDeadlineMillis;
-  while (!(await isListening())) {
-    if (!running || Date.now() > deadline) {
-      if (running) child.kill('SIGKILL');
-      const exit = await exited;
-      throw new Error(`${name} did not start listening (exit code ${exit.code}, signal ${exit.signal}); last lines:\n${logLines.slice(-10).join('\n')}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, pollMillis));
-  }
-  const startupMillis = performance.now() - spawnedAt;
-
-  const service: ServiceProcess = {
+  const spawned: SpawnedService = {
     name,
     pid,
     port,
-    url,
-    webhookUrl: `${url}/api/v1/billing/stripe/webhook`,
-    startupMillis,
+    url: `http://${host}:${port}`,
     logLines,
     options,
     exited,
     isRunning: () => running,
-    rssBytes: () => readRssBytes(pid),
     waitForLog,
     kill(signal) {
       if (running) child.kill(signal);
@@ -267,15 +275,43 @@ export async function startServiceProcess(options: ServiceOptions): Promise<Serv
       const timer = setTimeout(() => child.kill('SIGKILL'), stopDeadlineMillis);
       const exit = await exited;
       clearTimeout(timer);
-      started.delete(service);
+      // Whatever it started and left behind goes with it.
+      signalGroup(pid, 'SIGKILL');
       return exit;
     },
   };
-  started.add(service);
-  void exited.then(() => {
-    if (!running) started.delete(service);
-  });
-  return service;
+  spawnedServices.add(spawned);
+  void exited.then(() => spawnedServices.delete(spawned));
+  return spawned;
+}
+
+/** Starts the service as a child process and resolves once it listens (or rejects with its last log lines). */
+export async function startServiceProcess(options: ServiceOptions): Promise<ServiceProcess> {
+  const spawnedAt = performance.now();
+  const spawned = await spawnServiceProcess(options);
+  // Up when it logs "service listening" (LOG_LEVEL info or finer) or its health check answers.
+  const isListening = async () => {
+    if (spawned.logLines.some((line) => line.includes('"msg":"service listening"'))) return true;
+    try {
+      return (await fetch(`${spawned.url}/healthz`)).ok;
+    } catch {
+      return false;
+    }
+  };
+  const deadline = Date.now() + (options.startTimeoutMillis ?? defaultStartTimeoutMillis);
+  while (!(await isListening())) {
+    if (!spawned.isRunning() || Date.now() > deadline) {
+      const exit = await spawned.stop();
+      throw new Error(`${spawned.name} did not start listening (exit code ${exit.code}, signal ${exit.signal}); last lines:\n${spawned.logLines.slice(-10).join('\n')}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, pollMillis));
+  }
+  return {
+    ...spawned,
+    webhookUrl: `${spawned.url}/api/v1/billing/stripe/webhook`,
+    startupMillis: performance.now() - spawnedAt,
+    rssBytes: () => readRssBytes(spawned.pid),
+  };
 }
 
 /** The same service again on the same port and settings (after a crash or a stop). */
@@ -283,10 +319,12 @@ export function restartServiceProcess(previous: ServiceProcess): Promise<Service
   return startServiceProcess({ ...previous.options, port: previous.port });
 }
 
-/** Stops every service process this module started that is still running (or still starting). */
+/** Stops every service process this module started that is still running (or still starting), and kills
+ *  whatever any of them left behind in its process group. */
 export async function stopAllServiceProcesses(): Promise<void> {
-  await Promise.all([...started].map((service) => service.stop()));
-  for (const child of alive) child.kill('SIGKILL'); // Still starting: nothing in flight to finish.
+  await Promise.all([...spawnedServices].map((service) => service.stop()));
+  for (const pid of processGroups) signalGroup(pid, 'SIGKILL');
+  processGroups.clear();
 }
 
 /** Every log line of every service process started in this test file (or benchmark run). */
@@ -313,7 +351,7 @@ export async function waitUntil(condition: () => boolean | Promise<boolean>, tim
   }
 }
 
-// A test runner that dies must not leave services behind.
-process.once('exit', () => {
-  for (const child of alive) child.kill('SIGKILL');
-});
+// Under jest, a test file stops its services when it ends, whether its tests passed, failed or timed out.
+// (A `process.on('exit')` handler would not do: inside a test file jest gives `process` events of its own,
+// which never fire. The preloaded exitWithStarter.mjs covers a runner that is killed or interrupted.)
+if (typeof afterAll === 'function') afterAll(stopAllServiceProcesses);
