@@ -26,7 +26,7 @@ Types (--type):
   subscription-created   customer.subscription.created: the user's plan of --credits a month
   subscription-updated   customer.subscription.updated: the plan now grants --credits a month
   subscription-deleted   customer.subscription.deleted: the subscription ends, its credits expire
-  invoice-paid           invoice.paid for the user's subscription
+  invoice-paid           invoice.paid for the user's subscription: grants the month's credits
   refund                 charge.refunded in full, for the purchase paid by --payment-intent
   dispute                charge.dispute.created, for the purchase paid by --payment-intent
 Types the service does not act on are answered 200 "ignored", and this says so.

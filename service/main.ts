@@ -10,7 +10,7 @@ import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase
 import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
 import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
-import { createStripeClient, lineItemsFetcher } from './stripeApi';
+import { createStripeClient, stripeReaders } from './stripeApi';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
 
@@ -75,7 +75,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     db,
     secrets,
     logger,
-    eventContext: { catalog, fetchLineItems: stripe ? lineItemsFetcher(stripe) : undefined },
+    eventContext: { catalog, ...stripeReaders(stripe) },
     stripeMode: config.stripeMode,
     maxBodyBytes: config.webhookMaxBodyBytes,
     jwtSecret,

@@ -61,20 +61,22 @@ test('a delayed payment grants nothing until its session succeeds', async () => 
   expect(settled.stdout).toContain('after: user_delayed has 40 credits (40 purchased, 0 subscription)');
 });
 
-test('a subscription created grants its plan each month, and deleted lets its credits expire', async () => {
+test('a subscription created grants its plan once its invoice is paid, and deleted lets its credits expire', async () => {
   const created = await sendTestEvent([...toService(), '--user', 'user_plan', '--type', 'subscription-created', '--credits', '300']);
-  expect(created.stdout).toContain('after: user_plan has 300 credits (0 purchased, 300 subscription)');
+  expect(created.stdout).toContain('after: user_plan has 0 credits');
+  const paid = await sendTestEvent([...toService(), '--user', 'user_plan', '--type', 'invoice-paid', '--credits', '300']);
+  expect(paid.stdout).toContain('after: user_plan has 300 credits (0 purchased, 300 subscription)');
 
   const deleted = await sendTestEvent([...toService(), '--user', 'user_plan', '--type', 'subscription-deleted', '--credits', '300']);
   expect(deleted.stdout).toContain('sent customer.subscription.deleted');
   expect(deleted.stdout).toContain('after: user_plan has 0 credits');
 });
 
-test.each(['dispute', 'invoice-paid'])('--type %s, which the service does not act on, is answered "ignored", and the script says so', async (type) => {
-  const run = await sendTestEvent([...toService(), '--user', 'user_ignored', '--type', type]);
+test('a dispute of a payment that bought nothing is answered "unmatched", and the script says it was not applied', async () => {
+  const run = await sendTestEvent([...toService(), '--user', 'user_unmatched', '--type', 'dispute']);
 
   expect(run.code).toBe(0);
-  expect(run.stdout).toMatch(/ignored: the service does not act on \S+ events/);
+  expect(run.stdout).toContain('not applied: the service could not attribute it');
 });
 
 test('an event the service refuses is "not applied", with the status and the reason it gave', async () => {
