@@ -18,13 +18,20 @@ export interface DeployConfig {
   domain: string;
   webhookUrl: string;
   dockerHost: string;
+  /** The Docker host's platform: images are built and pulled for it, whatever machine runs Pulumi. */
+  platform: string;
   replicas: number;
   httpsPort: number;
   httpPort: number;
   /** Host directory (on the Docker host) that holds the secret files. */
   secretsDir: string;
+  /** Host directory nginx serves at /.well-known/acme-challenge/ (certbot's webroot). */
+  acmeWebrootDir: string;
   stripe: {
+    /** The deployment's key: manages the webhook endpoint. */
     apiKey: pulumi.Output<string>;
+    /** The key the service reads with: serviceStripeApiKey, else the deployment's key. */
+    serviceApiKey: pulumi.Output<string>;
     apiBase: string;
     /** An existing endpoint to adopt; empty to let Pulumi create one. */
     endpointId: string;
@@ -32,7 +39,9 @@ export interface DeployConfig {
     suppliedWebhookSecret: pulumi.Output<string> | undefined;
     endpointDisabled: boolean;
   };
-  database: { kind: 'container'; image: string; password: pulumi.Output<string> } | { kind: 'external'; url: pulumi.Output<string> };
+  database:
+    | { kind: 'container'; image: string; password: pulumi.Output<string>; backups: { dir: string; intervalHours: number; retentionDays: number } }
+    | { kind: 'external'; url: pulumi.Output<string> };
   tls: { certificate: string; key: pulumi.Output<string> };
   service: {
     memoryMb: number;
@@ -49,19 +58,27 @@ export interface DeployConfig {
 /** Defaults of the optional settings; Pulumi.yaml declares the same values (a test keeps them equal). */
 export const configDefaults = {
   dockerHost: 'unix:///var/run/docker.sock',
+  platform: 'linux/amd64',
   replicas: 2,
   stripeApiBase: STRIPE_API_BASE,
   serviceMemoryMb: 512,
   serviceCpus: '1',
   logLevel: 'info',
   webhookMaxBodyBytes: 1024 * 1024,
-  postgresImage: 'postgres:17-bookworm',
+  // Pinned by digest (the tag says what it is, the digest what runs): an image changes only when this does.
+  postgresImage: 'postgres:17-bookworm@sha256:4f736ae292687621d4dbe0d499ffd024a36bd2ee7d8ca6f2ccd4c800f047b394',
   httpsPort: 443,
   httpPort: 80,
-  nginxImage: 'nginx:1.28',
+  // The same nginx version as the end-to-end tests run (Debian bookworm's 1.22.1).
+  nginxImage: 'nginx:1.22.1-alpine@sha256:a9e4fce28ad7cc7de45772686a22dbeaeeb54758b16f25bf8f64ce33f3bff636',
   webhookRateLimitPerSecond: 100,
   webhookRateLimitBurst: 500,
+  backupIntervalHours: 24,
+  backupRetentionDays: 14,
 };
+
+/** An image reference pinned by digest: `name[:tag]@sha256:<64 hex>`. */
+const pinnedImage = /^[a-z0-9][a-z0-9._/-]*(:[\w.-]+)?@sha256:[0-9a-f]{64}$/;
 
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -70,21 +87,33 @@ function configError(message: string): pulumi.RunError {
   return new pulumi.RunError(`Configuration: ${message}`);
 }
 
+/**
+ * The folder of Pulumi.yaml. `pulumi up` runs the program with `main:` (infra/) as its working directory,
+ * while operators write paths in the stack configuration relative to where they run `pulumi`: the project.
+ */
+export function projectRoot(): string {
+  // The engine sets it (PULUMI_NODEJS_ROOT_DIRECTORY); without an engine the SDK answers a placeholder word.
+  const fromEngine = pulumi.runtime.getRootDirectory();
+  return path.isAbsolute(fromEngine) ? fromEngine : path.resolve(__dirname, '..');
+}
+
 export function loadDeployConfig(): DeployConfig {
   const project = pulumi.getProject();
   const stack = pulumi.getStack();
   const config = new pulumi.Config();
 
   /**
-   * A secret's plain value, read without the SDK's "use getSecret" warning so that its shape can be
-   * checked now, before anything is created. Callers wrap it in pulumi.secret() at once.
+   * A secret key's plain value, read without the SDK's "use getSecret" warning so that its shape can be
+   * checked now, before anything is created; callers wrap it in pulumi.secret() at once. Every such key
+   * is declared `secret: true` in Pulumi.yaml, so Pulumi refuses a value set without --secret; and, with
+   * no default there, each stack sets it: empty (encrypted all the same) when unused.
    */
-  const rawSecret = (key: string): string | undefined => {
+  const getSecret = (key: string): string | undefined => {
     const value = pulumi.runtime.getConfig(`${project}:${key}`)?.trim();
     return value ? value : undefined;
   };
   const requireSecret = (key: string, hint: string): string => {
-    const value = rawSecret(key);
+    const value = getSecret(key);
     if (value === undefined) throw configError(`${key} is not set: pulumi config set --secret ${key} ${hint}`);
     return value;
   };
@@ -97,13 +126,26 @@ export function loadDeployConfig(): DeployConfig {
     return value;
   };
   const readLocalFile = (key: string, file: string): string => {
-    const resolved = path.resolve(file);
+    const resolved = path.resolve(projectRoot(), file);
     try {
       return readFileSync(resolved, 'utf8');
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
       throw configError(`${key} names ${resolved}, which cannot be read (${code}). Fix the path or create the file.`);
     }
+  };
+
+  const hostDirectory = (key: string, fallback: string): string => {
+    const dir = text(key, '') || fallback;
+    if (!/^\/[\w.-]+(\/[\w.-]+)+$/.test(dir)) throw configError(`${key} must be an absolute path below /, got "${dir}".`);
+    return dir;
+  };
+  const image = (key: string, fallback: string): string => {
+    const reference = text(key, fallback);
+    if (!pinnedImage.test(reference)) {
+      throw configError(`${key} must be pinned by digest (name:tag@sha256:…, see docker buildx imagetools inspect), got "${reference}".`);
+    }
+    return reference;
   };
 
   const mode = config.require('stripeMode');
@@ -124,9 +166,26 @@ export function loadDeployConfig(): DeployConfig {
     throw configError(`stripeApiKey is a ${keyMode}-mode key but this stack's stripeMode is ${mode}: set a ${mode}-mode key.`);
   }
 
+  // The service's own key: read-only access is all it needs (Checkout Sessions and their line items,
+  // Events). Without it the service gets the deployment's key, which can also change webhook endpoints.
+  const serviceApiKey = getSecret('serviceStripeApiKey');
+  if (serviceApiKey !== undefined) {
+    const serviceKeyMode = stripeKeyMode(serviceApiKey);
+    if (serviceKeyMode === undefined) throw configError('serviceStripeApiKey is not a Stripe restricted (rk_…) or secret (sk_…) key.');
+    if (serviceKeyMode !== mode) {
+      throw configError(`serviceStripeApiKey is a ${serviceKeyMode}-mode key but this stack's stripeMode is ${mode}: set a ${mode}-mode key.`);
+    }
+  }
+
+  const apiBase = text('stripeApiBase', configDefaults.stripeApiBase);
+  if (mode === 'live' && apiBase !== STRIPE_API_BASE) {
+    throw configError(`stripeApiBase must be ${STRIPE_API_BASE} in a live stack (live keys go to Stripe only), got "${apiBase}".`);
+  }
+  if (!/^https?:\/\/[^\s/]+$/.test(apiBase)) throw configError(`stripeApiBase must be a base URL such as ${STRIPE_API_BASE}, got "${apiBase}".`);
+
   const endpointId = text('stripeWebhookEndpointId', '');
   if (endpointId && !/^we_\w+$/.test(endpointId)) throw configError(`stripeWebhookEndpointId must look like we_…, got "${endpointId}".`);
-  const suppliedWebhookSecret = rawSecret('stripeWebhookSecret');
+  const suppliedWebhookSecret = getSecret('stripeWebhookSecret');
   if (suppliedWebhookSecret !== undefined && !/^whsec_\w+$/.test(suppliedWebhookSecret)) {
     throw configError('stripeWebhookSecret must be an endpoint signing secret (whsec_…).');
   }
@@ -137,14 +196,23 @@ export function loadDeployConfig(): DeployConfig {
     );
   }
 
-  const databaseUrl = rawSecret('databaseUrl');
+  const databaseUrl = getSecret('databaseUrl');
   let database: DeployConfig['database'];
   if (databaseUrl !== undefined) {
     if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw configError('databaseUrl must be a postgres:// URL.');
     database = { kind: 'external', url: pulumi.secret(databaseUrl) };
   } else {
     const password = requireSecret('postgresPassword', '"$(openssl rand -base64 32)"  (or set databaseUrl for an external PostgreSQL)');
-    database = { kind: 'container', image: text('postgresImage', configDefaults.postgresImage), password: pulumi.secret(password) };
+    database = {
+      kind: 'container',
+      image: image('postgresImage', configDefaults.postgresImage),
+      password: pulumi.secret(password),
+      backups: {
+        dir: hostDirectory('backupsDir', `/srv/${project}/${stack}/backups`),
+        intervalHours: integer('backupIntervalHours', configDefaults.backupIntervalHours, 1, 24 * 7),
+        retentionDays: integer('backupRetentionDays', configDefaults.backupRetentionDays, 1, 3650),
+      },
+    };
   }
 
   const certificate = readLocalFile('tlsCertificateFile', config.require('tlsCertificateFile'));
@@ -165,13 +233,18 @@ export function loadDeployConfig(): DeployConfig {
       throw configError((error as Error).message);
     }
   }
-  const authJwtSecret = rawSecret('authJwtSecret');
+  const authJwtSecret = getSecret('authJwtSecret');
 
   const cpus = text('serviceCpus', configDefaults.serviceCpus);
   if (!/^\d+(\.\d+)?$/.test(cpus) || Number(cpus) <= 0) throw configError(`serviceCpus must be a positive number such as 0.5, got "${cpus}".`);
 
-  const secretsDir = text('secretsDir', '') || `/srv/${project}/${stack}/secrets`;
-  if (!/^\/[\w.-]+(\/[\w.-]+)+$/.test(secretsDir)) throw configError(`secretsDir must be an absolute path below /, got "${secretsDir}".`);
+  const secretsDir = hostDirectory('secretsDir', `/srv/${project}/${stack}/secrets`);
+  const acmeWebrootDir = hostDirectory('acmeWebrootDir', `/srv/${project}/${stack}/acme`);
+
+  const platform = text('platform', configDefaults.platform);
+  if (!/^linux\/(amd64|arm64|arm\/v7|arm\/v6|386|ppc64le|s390x|riscv64)$/.test(platform)) {
+    throw configError(`platform must be the Docker host's platform such as linux/amd64 or linux/arm64, got "${platform}".`);
+  }
 
   const namePrefix = `${project}-${stack}`.toLowerCase().replace(/[^a-z0-9_.-]/g, '-');
   return {
@@ -181,13 +254,16 @@ export function loadDeployConfig(): DeployConfig {
     domain,
     webhookUrl: `https://${domain}${httpsPort === 443 ? '' : `:${httpsPort}`}${webhookPath}`,
     dockerHost: text('dockerHost', configDefaults.dockerHost),
+    platform,
     replicas: integer('replicas', configDefaults.replicas, 1, 32),
     httpsPort,
     httpPort,
     secretsDir,
+    acmeWebrootDir,
     stripe: {
       apiKey: pulumi.secret(apiKey),
-      apiBase: text('stripeApiBase', configDefaults.stripeApiBase),
+      apiBase,
+      serviceApiKey: pulumi.secret(serviceApiKey ?? apiKey),
       endpointId,
       suppliedWebhookSecret: suppliedWebhookSecret === undefined ? undefined : pulumi.secret(suppliedWebhookSecret),
       endpointDisabled: config.getBoolean('stripeWebhookDisabled') ?? false,
@@ -203,7 +279,7 @@ export function loadDeployConfig(): DeployConfig {
       creditCatalog,
     },
     nginx: {
-      image: text('nginxImage', configDefaults.nginxImage),
+      image: image('nginxImage', configDefaults.nginxImage),
       webhookRatePerSecond: integer('webhookRateLimitPerSecond', configDefaults.webhookRateLimitPerSecond, 1, 100000),
       webhookBurst: integer('webhookRateLimitBurst', configDefaults.webhookRateLimitBurst, 1, 100000),
     },

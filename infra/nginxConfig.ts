@@ -6,6 +6,8 @@ export const nginxTemplatePath = path.join(__dirname, '..', 'nginx', 'stripe-cre
 
 /** Where nginx keeps its pid file and request temp files inside the official image. */
 export const containerRuntimeDir = '/var/cache/nginx';
+/** Where the nginx container sees the host's ACME webroot. */
+export const containerAcmeWebroot = '/var/www/acme';
 
 export interface NginxConfigParams {
   /** Public host name: the certificate's name and the one in the webhook URL. */
@@ -17,10 +19,14 @@ export interface NginxConfigParams {
   httpsPublicPort: number;
   tlsCertificatePath: string;
   tlsKeyPath: string;
+  /** Folder served at /.well-known/acme-challenge/ on plain HTTP, for certbot's webroot mode. */
+  acmeWebroot: string;
   /** `host:port` that resolves (through `resolver`) to every replica. */
   upstream: string;
   /** DNS server nginx asks for `upstream`: Docker's embedded one is 127.0.0.11. */
   resolver: string;
+  /** How long nginx keeps the answer: short enough to see a new replica before an old one stops (rollout.ts). */
+  resolverValidSeconds: number;
   /** Must equal the service's WEBHOOK_MAX_BODY_BYTES. */
   maxBodyBytes: number;
   webhookRatePerSecond: number;
@@ -49,8 +55,10 @@ export function renderNginxConfig(params: NginxConfigParams, template = readFile
     httpsPortSuffix: params.httpsPublicPort === 443 ? '' : `:${port('httpsPublicPort', params.httpsPublicPort)}`,
     tlsCertificate: checked('tlsCertificatePath', params.tlsCertificatePath, filePath),
     tlsKey: checked('tlsKeyPath', params.tlsKeyPath, filePath),
+    acmeWebroot: checked('acmeWebroot', params.acmeWebroot, filePath),
     upstream: checked('upstream', params.upstream, hostPort),
     resolver: checked('resolver', params.resolver, hostPort),
+    resolverValidSeconds: String(positiveInteger('resolverValidSeconds', params.resolverValidSeconds)),
     maxBodyBytes: String(positiveInteger('maxBodyBytes', params.maxBodyBytes)),
     webhookRatePerSecond: String(positiveInteger('webhookRatePerSecond', params.webhookRatePerSecond)),
     webhookBurst: String(positiveInteger('webhookBurst', params.webhookBurst)),

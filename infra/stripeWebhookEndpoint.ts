@@ -8,7 +8,15 @@ import * as pulumi from '@pulumi/pulumi';
  *
  * Stripe returns an endpoint's signing secret once, on create. It is kept in the outputs and carried
  * through every update and refresh; when Pulumi did not create the endpoint (adoption) or the secret
- * was rolled in the Dashboard, it comes from `suppliedSecret`.
+ * was rolled in the Dashboard, it comes from `suppliedSecret`. A supplied secret belongs to the endpoint
+ * it was supplied for: an endpoint created later (a replacement, or a recreation after the endpoint was
+ * deleted in Stripe) signs with its own secret, and the supplied one stays beside it in `signingSecrets`
+ * only for the deliveries its old endpoint still makes.
+ *
+ * Creation is idempotent: the request carries an Idempotency-Key derived from its parameters, so a
+ * `pulumi up` run again after an interrupted one gets Stripe's first answer, secret included, instead
+ * of a second endpoint; an endpoint of this stack left behind by an interruption older than Stripe keeps
+ * keys (24 h), found by its metadata, URL and API version, is deleted: nobody has its secret.
  */
 
 export const STRIPE_API_BASE = 'https://api.stripe.com';
@@ -40,7 +48,12 @@ export interface WebhookEndpointInputs {
 }
 
 export interface WebhookEndpointOutputs extends WebhookEndpointInputs {
+  /** This endpoint's signing secret: from create, or a supplied secret given for this endpoint. */
   secret: string;
+  /** The endpoint `suppliedSecret` was given for; '' when it belongs to an earlier endpoint (or none is supplied). */
+  suppliedSecretFor: string;
+  /** What the service must accept: this endpoint's secret, then a supplied secret of an earlier endpoint. */
+  signingSecrets: string[];
   livemode: boolean;
   status: string;
 }
@@ -86,6 +99,7 @@ async function stripeRequest(
   method: 'GET' | 'POST' | 'DELETE',
   path: string,
   form?: URLSearchParams,
+  idempotencyKey?: string,
 ): Promise<{ status: number; body: Record<string, unknown> }> {
   const response = await fetch(`${inputs.apiBase.replace(/\/+$/, '')}${path}`, {
     method,
@@ -93,6 +107,7 @@ async function stripeRequest(
       Authorization: `Bearer ${inputs.apiKey}`,
       'Stripe-Version': inputs.apiVersion,
       ...(form ? { 'Content-Type': 'application/x-www-form-urlencoded' } : {}),
+      ...(idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {}),
     },
     body: form?.toString(),
     signal: AbortSignal.timeout(requestTimeoutMillis),
@@ -117,8 +132,9 @@ async function stripeCall(
   method: 'GET' | 'POST' | 'DELETE',
   path: string,
   form?: URLSearchParams,
+  idempotencyKey?: string,
 ): Promise<Record<string, unknown>> {
-  const { status, body } = await stripeRequest(inputs, method, path, form);
+  const { status, body } = await stripeRequest(inputs, method, path, form, idempotencyKey);
   if (status >= 200 && status < 300) return body;
   throw stripeFailure(method, path, status, body);
 }
@@ -134,8 +150,12 @@ function endpointForm(inputs: WebhookEndpointInputs, removedMetadataKeys: string
   return form;
 }
 
-function toOutputs(inputs: WebhookEndpointInputs, endpoint: StripeEndpoint, secret: string): WebhookEndpointOutputs {
+function toOutputs(inputs: WebhookEndpointInputs, endpoint: StripeEndpoint, secret: string, suppliedSecretFor: string): WebhookEndpointOutputs {
+  const supplied = inputs.suppliedSecret;
   return {
+    secret,
+    suppliedSecretFor,
+    signingSecrets: supplied && supplied !== secret ? [secret, supplied] : [secret],
     apiBase: inputs.apiBase,
     apiKey: inputs.apiKey,
     mode: inputs.mode,
@@ -149,7 +169,6 @@ function toOutputs(inputs: WebhookEndpointInputs, endpoint: StripeEndpoint, secr
     disabled: endpoint.status === 'disabled',
     status: endpoint.status,
     livemode: endpoint.livemode,
-    secret,
   };
 }
 
@@ -166,6 +185,48 @@ async function updateEndpoint(id: string, inputs: WebhookEndpointInputs, removed
   return (await stripeCall(inputs, 'POST', `/v1/webhook_endpoints/${encodeURIComponent(id)}`, form)) as unknown as StripeEndpoint;
 }
 
+/** Endpoints of this project and stack at this URL and API version (our metadata), newest first. */
+async function endpointsLike(inputs: WebhookEndpointInputs): Promise<StripeEndpoint[]> {
+  const list = (await stripeCall(inputs, 'GET', '/v1/webhook_endpoints?limit=100')) as { data?: StripeEndpoint[] };
+  const ours = (endpoint: StripeEndpoint) => Object.entries(inputs.metadata).every(([key, value]) => endpoint.metadata[key] === value);
+  return (list.data ?? []).filter((endpoint) => ours(endpoint) && endpoint.url === inputs.url && endpoint.api_version === inputs.apiVersion);
+}
+
+/** The same key for the same creation request: a rerun after an interruption gets Stripe's first answer. */
+async function creationKey(form: URLSearchParams, mode: StripeMode): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`${mode}\n${form.toString()}`));
+  return `webhook-endpoint-create-${Buffer.from(digest).toString('hex').slice(0, 40)}`;
+}
+
+/**
+ * Creates the endpoint, idempotently. Stripe replays the first answer to a key: when that endpoint has
+ * been deleted since (recreating after a destroy or a deletion in the Dashboard), a fresh key creates
+ * another. Endpoints like it that remain are leftovers of older interruptions: deleted.
+ */
+async function createEndpoint(inputs: WebhookEndpointInputs): Promise<{ endpoint: StripeEndpoint; secret: string }> {
+  const leftovers = await endpointsLike(inputs);
+  const form = endpointForm(inputs);
+  form.set('api_version', inputs.apiVersion);
+  const key = await creationKey(form, inputs.mode);
+  const post = (idempotencyKey: string) => stripeCall(inputs, 'POST', '/v1/webhook_endpoints', form, idempotencyKey) as Promise<unknown> as Promise<StripeEndpoint>;
+
+  let created = await post(key);
+  const replayed = leftovers.some((endpoint) => endpoint.id === created.id);
+  if (!replayed) {
+    const { status } = await stripeRequest(inputs, 'GET', `/v1/webhook_endpoints/${encodeURIComponent(created.id)}`);
+    if (status === 404) created = await post(`${key}-${crypto.randomUUID()}`);
+  }
+  if (typeof created.secret !== 'string' || !created.secret) {
+    throw new Error(`Stripe created endpoint ${created.id} but returned no signing secret.`);
+  }
+  for (const leftover of leftovers) {
+    if (leftover.id !== created.id) await stripeCall(inputs, 'DELETE', `/v1/webhook_endpoints/${encodeURIComponent(leftover.id)}`);
+  }
+  // A replayed endpoint may have been changed since it was created; a new one takes `disabled` only by update.
+  const endpoint = replayed || inputs.disabled ? await updateEndpoint(created.id, inputs, []) : created;
+  return { endpoint, secret: created.secret };
+}
+
 function sameSet(a: string[], b: string[]): boolean {
   return a.length === b.length && [...a].sort().join('\n') === [...b].sort().join('\n');
 }
@@ -173,6 +234,12 @@ function sameSet(a: string[], b: string[]): boolean {
 function sameMetadata(a: Record<string, string>, b: Record<string, string>): boolean {
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
+}
+
+/** Whom the stored supplied secret was given for; state written before this was recorded used it for this endpoint. */
+function suppliedSecretHolder(id: string, state: Partial<WebhookEndpointOutputs>): string {
+  if (typeof state.suppliedSecretFor === 'string') return state.suppliedSecretFor;
+  return state.suppliedSecret ? id : '';
 }
 
 export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEndpointInputs, WebhookEndpointOutputs> = {
@@ -208,7 +275,9 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
       olds.apiKey !== news.apiKey ||
       olds.apiBase !== news.apiBase ||
       olds.adoptId !== news.adoptId ||
-      olds.suppliedSecret !== news.suppliedSecret;
+      olds.suppliedSecret !== news.suppliedSecret ||
+      // State written before signingSecrets existed: an update records them (the endpoint is untouched).
+      !Array.isArray((olds as Partial<WebhookEndpointOutputs>).signingSecrets);
     // Create the new endpoint before deleting the old one, so events always have somewhere to go.
     return { changes, replaces, deleteBeforeReplace: false };
   },
@@ -226,17 +295,12 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
         );
       }
       const updated = await updateEndpoint(existing.id, inputs, Object.keys(existing.metadata).filter((key) => !(key in inputs.metadata)));
-      return { id: existing.id, outs: toOutputs(inputs, updated, inputs.suppliedSecret) };
+      return { id: existing.id, outs: toOutputs(inputs, updated, inputs.suppliedSecret, existing.id) };
     }
-    const form = endpointForm(inputs);
-    form.set('api_version', inputs.apiVersion);
-    const created = (await stripeCall(inputs, 'POST', '/v1/webhook_endpoints', form)) as unknown as StripeEndpoint;
-    if (typeof created.secret !== 'string' || !created.secret) {
-      throw new Error(`Stripe created endpoint ${created.id} but returned no signing secret.`);
-    }
-    let endpoint = created;
-    if (inputs.disabled) endpoint = await updateEndpoint(created.id, inputs, []);
-    return { id: created.id, outs: toOutputs(inputs, endpoint, inputs.suppliedSecret || created.secret) };
+    // A new endpoint (first deployment, replacement, recreation) signs with its own secret; a supplied
+    // secret was given for an endpoint before it.
+    const { endpoint, secret } = await createEndpoint(inputs);
+    return { id: endpoint.id, outs: toOutputs(inputs, endpoint, secret, '') };
   },
 
   async read(id, props) {
@@ -246,7 +310,7 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
     const { status, body } = await stripeRequest(props, 'GET', path);
     if (status === 404) return { id: '' }; // deleted outside Pulumi
     if (status < 200 || status >= 300) throw stripeFailure('GET', path, status, body);
-    return { id, props: toOutputs(props, body as unknown as StripeEndpoint, props.secret) };
+    return { id, props: toOutputs(props, body as unknown as StripeEndpoint, props.secret, suppliedSecretHolder(id, props)) };
   },
 
   async update(id, olds, news) {
@@ -254,7 +318,11 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
     const removed = Object.keys(olds.metadata).filter((key) => !(key in news.metadata));
     const updated = await updateEndpoint(id, news, removed);
     assertEndpointMode(updated, news.mode);
-    return { outs: toOutputs(news, updated, news.suppliedSecret || olds.secret) };
+    if (news.suppliedSecret && news.suppliedSecret !== olds.suppliedSecret) {
+      return { outs: toOutputs(news, updated, news.suppliedSecret, id) }; // rolled in the Dashboard for this endpoint
+    }
+    const holder = news.suppliedSecret === olds.suppliedSecret ? suppliedSecretHolder(id, olds) : '';
+    return { outs: toOutputs(news, updated, olds.secret, holder) };
   },
 
   async delete(id, props) {
@@ -289,6 +357,8 @@ export class StripeWebhookEndpoint extends pulumi.dynamic.Resource {
   declare readonly livemode: pulumi.Output<boolean>;
   declare readonly status: pulumi.Output<string>;
   declare readonly secret: pulumi.Output<string>;
+  declare readonly suppliedSecretFor: pulumi.Output<string>;
+  declare readonly signingSecrets: pulumi.Output<string[]>;
 
   constructor(name: string, args: StripeWebhookEndpointArgs, opts?: pulumi.CustomResourceOptions) {
     super(
@@ -300,10 +370,12 @@ export class StripeWebhookEndpoint extends pulumi.dynamic.Resource {
         adoptId: args.adoptId ?? '',
         suppliedSecret: args.suppliedSecret ?? '',
         secret: undefined,
+        suppliedSecretFor: undefined,
+        signingSecrets: undefined,
         livemode: undefined,
         status: undefined,
       },
-      { ...opts, additionalSecretOutputs: ['apiKey', 'suppliedSecret', 'secret'] },
+      { ...opts, additionalSecretOutputs: ['apiKey', 'suppliedSecret', 'secret', 'signingSecrets'] },
       'stripe',
       'WebhookEndpoint',
     );

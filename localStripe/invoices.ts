@@ -24,6 +24,25 @@ export interface InvoiceOptions {
   /** The subscription billed: the invoice takes its id, customer, mode, metadata, first item's price and
    *  current period. Default: a fresh active subscription starting now. */
   subscription?: Stripe.Subscription | LegacySubscription;
+  /** The invoice's subscription lines, when not the one regular line of the first item (prorations of a plan
+   *  change, a $0 trial line, another quantity). Amounts, totals and `amount_paid` follow these lines. */
+  lines?: InvoiceLineOptions[];
+}
+
+/** One line billing the subscription's first item (or another price of it, after a plan change). */
+export interface InvoiceLineOptions {
+  /** Default: the first item's price. */
+  priceId?: string;
+  /** Default: the first item's quantity. */
+  quantity?: number;
+  /** Cents. Default: the price's unit amount × quantity; negative for a credit of unused time. */
+  amount?: number;
+  /** Default: the subscription's current period. */
+  period?: { start: number; end: number };
+  /** A proration of a change within the period ("Remaining time on …", "Unused time on …"). Default false. */
+  proration?: boolean;
+  /** `metadata.monthly_credits` of the line's price, which only the legacy shape embeds. */
+  monthlyCredits?: number;
 }
 
 type LegacyLineFields = {
@@ -69,59 +88,25 @@ export function invoice(overrides: DeepPartial<Stripe.Invoice> = {}, options: In
   const created = overrides.created ?? period.start;
   const livemode = overrides.livemode ?? sub.livemode;
   const customer = typeof sub.customer === 'string' ? sub.customer : sub.customer.id;
-  const total = (item.price.unit_amount ?? 0) * (item.quantity ?? 1);
   const finalized = status !== 'draft';
   const paid = status === 'paid';
   const invoicedPeriod =
     billingReason === 'subscription_create' ? { start: created, end: created } : { start: period.start - DEFAULT_BILLING_PERIOD_SECONDS, end: period.start };
   const invoiceUrl = `https://invoice.stripe.com/i/acct_1Credits0000Example/${livemode ? 'live' : 'test'}_${id.slice(3)}`;
-  const line: Stripe.InvoiceLineItem = {
-    id: stripeId('il'),
-    object: 'line_item',
-    amount: total,
-    currency: item.price.currency,
-    description: `${item.quantity ?? 1} × ${item.price.nickname ?? 'Credits plan'} (at ${formatAmount(item.price)} / ${item.price.recurring?.interval ?? 'month'})`,
-    discount_amounts: [],
-    discountable: true,
-    discounts: [],
-    invoice: id,
-    livemode,
-    metadata: {},
-    parent: {
-      invoice_item_details: null,
-      subscription_item_details: {
-        invoice_item: null,
-        proration: false,
-        proration_details: { credited_items: null },
-        subscription: sub.id,
-        subscription_item: item.id,
-      },
-      type: 'subscription_item_details',
-    },
-    period,
-    pretax_credit_amounts: [],
-    pricing: {
-      price_details: { price: item.price.id, product: typeof item.price.product === 'string' ? item.price.product : item.price.product.id },
-      type: 'price_details',
-      unit_amount_decimal: item.price.unit_amount_decimal,
-    },
-    quantity: item.quantity ?? 1,
-    quantity_decimal: wireDecimal(item.quantity ?? 1),
-    // Moved to `parent.subscription_item_details.subscription` in basil: a reader must not find it here.
-    subscription: null,
-    subtotal: total,
-    taxes: [],
-  };
+  const lineOptions = options.lines ?? [{}];
+  const lines = lineOptions.map((lineOption) => invoiceLine(id, sub.id, item, period, livemode, lineOption));
+  const total = lines.reduce((sum, line) => sum + line.amount, 0);
+  const amountDue = Math.max(total, 0);
   const defaults: Stripe.Invoice = {
     id,
     object: 'invoice',
     account_country: 'US',
     account_name: 'Credits Example',
     account_tax_ids: null,
-    amount_due: total,
+    amount_due: amountDue,
     amount_overpaid: 0,
-    amount_paid: paid ? total : 0,
-    amount_remaining: paid ? 0 : total,
+    amount_paid: paid ? amountDue : 0,
+    amount_remaining: paid ? 0 : amountDue,
     amount_shipping: 0,
     application: null,
     attempt_count: finalized && status !== 'void' ? 1 : 0,
@@ -158,7 +143,7 @@ export function invoice(overrides: DeepPartial<Stripe.Invoice> = {}, options: In
     issuer: { type: 'self' },
     last_finalization_error: null,
     latest_revision: null,
-    lines: { object: 'list', data: [line], has_more: false, url: `/v1/invoices/${id}/lines` },
+    lines: { object: 'list', data: lines, has_more: false, url: `/v1/invoices/${id}/lines` },
     livemode,
     metadata: {},
     next_payment_attempt: status === 'draft' ? created + DRAFT_FINALIZES_AFTER_SECONDS : status === 'open' ? created + RETRY_AFTER_SECONDS : null,
@@ -198,7 +183,73 @@ export function invoice(overrides: DeepPartial<Stripe.Invoice> = {}, options: In
     webhooks_delivered_at: finalized ? created : null,
   };
   const built = mergeDeep(defaults, overrides);
-  return options.shape === 'legacy' ? toLegacyShape(built, sub.id, item) : built;
+  return options.shape === 'legacy' ? toLegacyShape(built, sub.id, item, lineOptions) : built;
+}
+
+type InvoicedItem = { id: string; price: Stripe.Price; plan?: Stripe.Plan | null; quantity?: number };
+
+/** A subscription line as basil renders it: its item in `parent`, its price in `pricing`. */
+function invoiceLine(
+  invoiceId: string,
+  subscriptionId: string,
+  item: InvoicedItem,
+  period: { start: number; end: number },
+  livemode: boolean,
+  options: InvoiceLineOptions,
+): Stripe.InvoiceLineItem {
+  const linePrice = lineItemPrice(item, options);
+  const quantity = options.quantity ?? item.quantity ?? 1;
+  const amount = options.amount ?? (linePrice.unit_amount ?? 0) * quantity;
+  const proration = options.proration ?? false;
+  const linePeriod = options.period ?? period;
+  const label = `${quantity} × ${linePrice.nickname ?? 'Credits plan'}`;
+  const description = proration
+    ? `${amount < 0 ? 'Unused' : 'Remaining'} time on ${label} after ${new Date(linePeriod.start * 1000).toUTCString()}`
+    : `${label} (at ${formatAmount(linePrice)} / ${linePrice.recurring?.interval ?? 'month'})`;
+  return {
+    id: stripeId('il'),
+    object: 'line_item',
+    amount,
+    currency: linePrice.currency,
+    description,
+    discount_amounts: [],
+    discountable: true,
+    discounts: [],
+    invoice: invoiceId,
+    livemode,
+    metadata: {},
+    parent: {
+      invoice_item_details: null,
+      subscription_item_details: {
+        invoice_item: null,
+        proration,
+        proration_details: { credited_items: null },
+        subscription: subscriptionId,
+        subscription_item: item.id,
+      },
+      type: 'subscription_item_details',
+    },
+    period: linePeriod,
+    pretax_credit_amounts: [],
+    pricing: {
+      price_details: { price: linePrice.id, product: typeof linePrice.product === 'string' ? linePrice.product : linePrice.product.id },
+      type: 'price_details',
+      unit_amount_decimal: linePrice.unit_amount_decimal,
+    },
+    quantity,
+    quantity_decimal: wireDecimal(quantity),
+    // Moved to `parent.subscription_item_details.subscription` in basil: a reader must not find it here.
+    subscription: null,
+    subtotal: amount,
+    taxes: [],
+  };
+}
+
+/** The first item's price, or another price of the same product (a plan change), with its legacy metadata. */
+function lineItemPrice(item: InvoicedItem, options: InvoiceLineOptions): Stripe.Price {
+  const metadata = options.monthlyCredits === undefined ? undefined : { monthly_credits: String(options.monthlyCredits) };
+  const base = options.priceId === undefined || options.priceId === item.price.id ? item.price : { ...item.price, id: options.priceId, metadata: {} };
+  return metadata === undefined ? base : { ...base, metadata };
 }
 
 /** "$20.00", as Stripe writes amounts in line descriptions. */
@@ -206,11 +257,14 @@ function formatAmount(price: Stripe.Price): string {
   return new Intl.NumberFormat('en-US', { style: 'currency', currency: price.currency }).format((price.unit_amount ?? 0) / 100);
 }
 
-function toLegacyShape(built: Stripe.Invoice, subscriptionId: string, item: { id: string; price: Stripe.Price; plan?: Stripe.Plan }): LegacyInvoice {
+function toLegacyShape(built: Stripe.Invoice, subscriptionId: string, item: InvoicedItem, lineOptions: InvoiceLineOptions[]): LegacyInvoice {
   const { parent, lines, ...rest } = built;
-  const legacyLines = lines.data.map((line): LegacyInvoiceLineItem => {
+  const legacyLines = lines.data.map((line, index): LegacyInvoiceLineItem => {
     const { parent: _parent, pricing: _pricing, subscription: _subscription, ...lineRest } = line;
-    return { ...lineRest, type: 'subscription', subscription: subscriptionId, subscription_item: item.id, proration: false, price: item.price, plan: item.plan ?? null };
+    const options = lineOptions[index] ?? {};
+    const linePrice = lineItemPrice(item, options);
+    const plan = linePrice.id === item.price.id ? (item.plan ?? null) : null;
+    return { ...lineRest, type: 'subscription', subscription: subscriptionId, subscription_item: item.id, proration: options.proration ?? false, price: linePrice, plan };
   });
   return {
     ...rest,
@@ -221,4 +275,27 @@ function toLegacyShape(built: Stripe.Invoice, subscriptionId: string, item: { id
     payment_intent: built.status === 'draft' ? null : stripeId('pi'),
     lines: { ...lines, data: legacyLines },
   };
+}
+
+/**
+ * The payment of an invoice (`invoice_payment.paid`): from API 2025-03-31.basil the only object naming both the
+ * invoice and its payment intent. Paid in full by default, for the invoice's `amount_paid`.
+ */
+export function invoicePayment(paidInvoice: { id: string; amount_paid: number; currency: string; livemode: boolean }, overrides: DeepPartial<Stripe.InvoicePayment> = {}): Stripe.InvoicePayment {
+  const created = overrides.created ?? Math.floor(Date.now() / 1000);
+  const defaults: Stripe.InvoicePayment = {
+    id: stripeId('inpay'),
+    object: 'invoice_payment',
+    amount_paid: paidInvoice.amount_paid,
+    amount_requested: paidInvoice.amount_paid,
+    created,
+    currency: paidInvoice.currency,
+    invoice: paidInvoice.id,
+    is_default: true,
+    livemode: paidInvoice.livemode,
+    payment: { type: 'payment_intent', payment_intent: stripeId('pi') },
+    status: 'paid',
+    status_transitions: { canceled_at: null, paid_at: created },
+  };
+  return mergeDeep(defaults, overrides);
 }

@@ -86,6 +86,8 @@ export interface SubscriptionOptions {
   /** Unix seconds; default periodStart + DEFAULT_BILLING_PERIOD_SECONDS. */
   periodEnd?: number;
   status?: Stripe.Subscription.Status;
+  /** Units of the price on the one item; default 1. */
+  quantity?: number;
 }
 
 type PeriodFields = 'current_period_start' | 'current_period_end';
@@ -117,7 +119,7 @@ export function subscriptionItem(
     metadata: {},
     plan: planOf(itemPrice),
     price: itemPrice,
-    quantity: 1,
+    quantity: options.quantity ?? 1,
     subscription: options.subscriptionId ?? stripeId('sub'),
     tax_rates: [],
   };
@@ -150,7 +152,7 @@ export function subscription(
   const endedAt = status === 'canceled' ? unixSeconds() : null;
   const item = subscriptionItem(
     {},
-    { subscriptionId: id, livemode, priceId: options.priceId, monthlyCredits: options.monthlyCredits, periodStart, periodEnd },
+    { subscriptionId: id, livemode, priceId: options.priceId, monthlyCredits: options.monthlyCredits, periodStart, periodEnd, quantity: options.quantity },
   );
   const defaults: Stripe.Subscription = {
     id,

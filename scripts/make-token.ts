@@ -1,7 +1,7 @@
 /** Prints a development session token for the user routes: see `usage`. */
-import { SignJWT } from 'jose';
 import { ConfigError, loadConfig } from '../service/config';
-import { ensureDevSessionKey } from '../service/devSecret';
+import { sessionKey } from '../service/devSecret';
+import { canSign, signSessionToken } from '../service/users/sessionTokens';
 import { parseCommandLine, parseDurationSeconds } from './lib/cli';
 
 const usage = `
@@ -38,30 +38,16 @@ async function main(): Promise<void> {
     console.error('make-token is for development only and refuses to run with NODE_ENV=production: there, session tokens come from the product’s sign-in.');
     process.exit(1);
   }
-  const config = loadConfig(process.env);
-  if (config.authJwksUrl) {
+  const key = (await sessionKey(loadConfig(process.env)))!; // Outside production there always is one.
+  if (!canSign(key.tokens)) {
     console.error('make-token cannot sign for a service that checks tokens against AUTH_JWKS_URL: only the product’s sign-in holds that private key. Unset AUTH_JWKS_URL to use a shared key.');
     process.exit(1);
   }
-  let key = config.authJwtSecret;
-  let keySource = 'AUTH_JWT_SECRET';
-  if (key === undefined) {
-    const devKey = await ensureDevSessionKey(config.dataDir);
-    key = devKey.value;
-    keySource = devKey.path;
-  }
-
   const issuedAtSeconds = Math.floor(Date.now() / 1000);
-  const claims = { ...(config.authJwtIssuer ? { iss: config.authJwtIssuer } : {}), ...(config.authJwtAudience ? { aud: config.authJwtAudience } : {}) };
-  const token = await new SignJWT(claims)
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(userId!)
-    .setIssuedAt(issuedAtSeconds)
-    .setExpirationTime(issuedAtSeconds + ttlSeconds!)
-    .sign(new TextEncoder().encode(key));
+  const token = await signSessionToken(key.tokens, userId!, ttlSeconds!, issuedAtSeconds);
   console.log(token);
   // For a person reading the token; inside $(…) the note would only clutter the terminal.
-  if (process.stdout.isTTY) console.error(`session token for ${userId}, valid until ${new Date((issuedAtSeconds + ttlSeconds!) * 1000).toISOString()}, signed with ${keySource}`);
+  if (process.stdout.isTTY) console.error(`session token for ${userId}, valid until ${new Date((issuedAtSeconds + ttlSeconds!) * 1000).toISOString()}, signed with ${key.devKey?.path ?? 'AUTH_JWT_SECRET'}`);
 }
 
 main().catch((error: unknown) => {

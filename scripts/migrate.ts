@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   if (!config.databaseUrl) throw new Error('Set DATABASE_URL (or DATABASE_URL_FILE); `npm start` migrates its embedded database itself.');
   const logger = createLogger(config.logLevel);
-  const db = connectDatabase({ connectionString: config.databaseUrl, poolMax: 1, logger });
+  const db = connectDatabase({ connectionString: config.databaseUrl, passwordFile: config.databasePasswordFile, poolMax: 1, logger });
   try {
     const applied = await runMigrations(db, logger);
     console.error(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');

@@ -5,7 +5,7 @@ import { ConfigError, loadConfig } from '../service/config';
 import { connectDatabase, describeError } from '../service/db';
 import { createLogger } from '../service/logger';
 import { recoverMissedEvents } from '../service/recovery';
-import { createStripeClient, lineItemsFetcher } from '../service/stripeApi';
+import { createStripeClient, stripeReaders } from '../service/stripeApi';
 import { parseCommandLine, parseDurationSeconds } from './lib/cli';
 
 const usage = `
@@ -47,26 +47,31 @@ async function main(): Promise<number> {
   if (!config.stripeApiKey) throw new ConfigError('Set STRIPE_API_KEY (or STRIPE_API_KEY_FILE): events are read from the Stripe API.');
 
   const logger = createLogger('warn');
-  const db = connectDatabase({ connectionString: config.databaseUrl, poolMax: 2, logger });
+  const db = connectDatabase({ connectionString: config.databaseUrl, passwordFile: config.databasePasswordFile, poolMax: 2, logger });
   const stripe = createStripeClient(config.stripeApiKey, config.stripeApiBase);
+  const failures: string[] = [];
   const progress = new SingleBar({ format: 'recovering {bar} {value}/{total} events | {outcome}', stream: process.stderr }, Presets.shades_classic);
   try {
     const summary = await recoverMissedEvents({
       db,
       stripe,
       stripeMode: config.stripeMode,
-      eventContext: { catalog: loadCatalog(config.creditCatalogFile), fetchLineItems: lineItemsFetcher(stripe) },
+      eventContext: { catalog: loadCatalog(config.creditCatalogFile), ...stripeReaders(stripe) },
       sinceSeconds,
       dryRun: values['dry-run'],
       onListed: (count) => {
         console.error(`${count} handled ${config.stripeMode}-mode events since ${new Date(sinceSeconds * 1000).toISOString()}`);
         if (!values['dry-run'] && count > 0) progress.start(count, 0, { outcome: '' });
       },
-      onApplied: (event, outcome) => progress.increment({ outcome: `${event.id} ${outcome}` }),
+      onApplied: (event, outcome, reason) => {
+        if (outcome === 'failed') failures.push(`${event.id} (${event.type}): ${reason}`);
+        progress.increment({ outcome: `${event.id} ${outcome}` });
+      },
     });
     progress.stop();
     console.table(summary);
-    if (summary.failed > 0) console.error('Some events failed: see the service logs / stripe_events.error, fix the cause and run again.');
+    for (const failure of failures) console.error(`failed: ${failure}`);
+    if (summary.failed > 0) console.error('Some events failed (reasons above, also in stripe_events.error): fix the cause and run again.');
     return summary.failed > 0 ? 1 : 0;
   } finally {
     progress.stop();

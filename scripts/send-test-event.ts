@@ -1,15 +1,15 @@
 /** Sends one realistic, signed Stripe event to a running service and shows the balance it changed: see `usage`. */
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { SignJWT } from 'jose';
 import { signedDelivery } from '../localStripe/signing';
 import { readCreditsView, type CreditsView } from '../service/billing/creditsView';
 import { ConfigError, loadConfig, type Config } from '../service/config';
 import { connectDatabase } from '../service/db';
+import { devWebhookSecretPath, sessionKey } from '../service/devSecret';
 import { createLogger } from '../service/logger';
+import { canSign, signSessionToken } from '../service/users/sessionTokens';
 import { webhookPath } from '../service/webhook/route';
 import { parseSecrets } from '../service/webhook/secretStore';
+import { parseCommandLine, wholeNumberOption } from './lib/cli';
 import { buildTestEvent, isTestEventKind, testEventKinds } from './lib/testEvents';
 
 const usage = `
@@ -26,7 +26,7 @@ Types (--type):
   subscription-created   customer.subscription.created: the user's plan of --credits a month
   subscription-updated   customer.subscription.updated: the plan now grants --credits a month
   subscription-deleted   customer.subscription.deleted: the subscription ends, its credits expire
-  invoice-paid           invoice.paid for the user's subscription
+  invoice-paid           invoice.paid for the user's subscription: grants the month's credits
   refund                 charge.refunded in full, for the purchase paid by --payment-intent
   dispute                charge.dispute.created, for the purchase paid by --payment-intent
 Types the service does not act on are answered 200 "ignored", and this says so.
@@ -43,67 +43,42 @@ Options:
 
 Signs with the first secret of STRIPE_WEBHOOK_SECRET(_FILE), else the development secret \`npm start\` keeps
 in .data/webhook-secret. Reads the balance from the service's GET /api/v1/billing/credits with a session
-token signed by AUTH_JWT_SECRET(_FILE) or the development key in .data/auth-jwt-secret, else straight from
-DATABASE_URL(_FILE).
+token signed as \`npm run make-token\` signs it (AUTH_JWT_SECRET(_FILE), else the development key in
+.data/auth-jwt-secret), else straight from DATABASE_URL(_FILE).
 `;
 
-const usageErrorExitCode = 2;
 const sessionTokenTtlSeconds = 60;
 const requestTimeoutMillis = 15_000;
 
 class ServiceUnreachable extends Error {}
 
-function usageError(message: string): never {
-  process.stderr.write(`send-test-event: ${message}\n\n${usage.trim()}\n`);
-  process.exit(usageErrorExitCode);
-}
-
 function readCommandLine() {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      options: {
-        type: { type: 'string', default: 'paid' },
-        user: { type: 'string', default: 'user_demo' },
-        credits: { type: 'string', default: '100' },
-        session: { type: 'string' },
-        'payment-intent': { type: 'string' },
-        url: { type: 'string' },
-        live: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (error) {
-    return usageError((error as Error).message);
-  }
-  const { values } = parsed;
-  if (values.help) {
-    process.stdout.write(`${usage.trim()}\n`);
-    process.exit(0);
-  }
-  const type = values.type;
-  if (!isTestEventKind(type)) usageError(`--type must be one of ${Object.keys(testEventKinds).join(', ')}; got "${type}"`);
-  const credits = Number(values.credits);
-  if (!/^\d+$/.test(values.credits) || !Number.isSafeInteger(credits) || credits < 1) usageError(`--credits must be a positive whole number, got "${values.credits}"`);
-  if (!values.user.trim()) usageError('--user must not be empty');
-  return { ...values, type, credits };
+  const cli = parseCommandLine({
+    usage,
+    options: {
+      type: { type: 'string', default: 'paid' },
+      user: { type: 'string', default: 'user_demo' },
+      credits: { type: 'string', default: '100' },
+      session: { type: 'string' },
+      'payment-intent': { type: 'string' },
+      url: { type: 'string' },
+      live: { type: 'boolean', default: false },
+    },
+  });
+  const { type, user } = cli.values;
+  if (!isTestEventKind(type)) return cli.fail(`--type must be one of ${Object.keys(testEventKinds).join(', ')}; got "${type}"`);
+  if (!user.trim()) cli.fail('--user must not be empty');
+  return { ...cli.values, type, user: user.trim(), credits: wholeNumberOption(cli, '--credits', cli.values.credits, 1) };
 }
 
 async function signingSecret(config: Config): Promise<string> {
   const source = config.webhookSecret;
   if (source?.kind === 'value') return source.value;
-  const file = source?.kind === 'file' ? source.path : path.join(config.dataDir, 'webhook-secret');
+  const file = source?.kind === 'file' ? source.path : devWebhookSecretPath(config.dataDir);
   const content = await readFile(file, 'utf8').catch(() => {
     throw new Error(`No webhook secret at ${file}: start the service once with \`npm start\`, or set STRIPE_WEBHOOK_SECRET_FILE.`);
   });
   return parseSecrets(content, file)[0]!.value;
-}
-
-/** The key the service checks session tokens with: AUTH_JWT_SECRET, else the development key `npm start` keeps. */
-async function sessionKey(config: Config): Promise<string | undefined> {
-  if (config.authJwtSecret) return config.authJwtSecret;
-  const devKey = await readFile(path.join(config.dataDir, 'auth-jwt-secret'), 'utf8').catch(() => undefined);
-  return devKey?.trim() || undefined;
 }
 
 async function callService(baseUrl: URL, route: string, init: RequestInit = {}): Promise<Response> {
@@ -119,10 +94,9 @@ type BalanceReader = () => Promise<CreditsView>;
 /** Where this script can read the user's balance: the service's own route, else the database; or why it cannot. */
 async function balanceReader(config: Config, baseUrl: URL, userId: string): Promise<{ read?: BalanceReader; why?: string; close(): Promise<void> }> {
   const key = await sessionKey(config);
-  let routeProblem = 'no AUTH_JWT_SECRET and no development key in .data/auth-jwt-secret to sign a session token';
-  if (key) {
-    const nowSeconds = Math.floor(Date.now() / 1000);
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(userId).setIssuedAt(nowSeconds).setExpirationTime(nowSeconds + sessionTokenTtlSeconds).sign(new TextEncoder().encode(key));
+  let routeProblem = key ? 'AUTH_JWKS_URL is set: only the product’s sign-in can sign a session token' : 'NODE_ENV=production and no AUTH_JWT_SECRET to sign a session token with';
+  if (key && canSign(key.tokens)) {
+    const token = await signSessionToken(key.tokens, userId, sessionTokenTtlSeconds);
     const read = async () => {
       const response = await callService(baseUrl, '/api/v1/billing/credits', { headers: { authorization: `Bearer ${token}` } });
       if (!response.ok) throw new Error(`GET /api/v1/billing/credits answered ${response.status}`);
@@ -153,14 +127,14 @@ async function main(): Promise<void> {
   const baseUrl = new URL(cli.url ?? `http://127.0.0.1:${process.env.PORT || 3000}`);
   const secret = await signingSecret(config);
   const { event, followUp } = buildTestEvent(cli.type, {
-    userId: cli.user.trim(),
+    userId: cli.user,
     credits: cli.credits,
     livemode: cli.live || config.stripeMode === 'live',
     sessionId: cli.session,
     paymentIntent: cli['payment-intent'],
   });
 
-  const balance = await balanceReader(config, baseUrl, cli.user.trim());
+  const balance = await balanceReader(config, baseUrl, cli.user);
   try {
     const show = async (when: string) => {
       if (balance.read) console.log(`${when}: ${cli.user} has ${describe(await balance.read())}`);

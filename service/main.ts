@@ -5,13 +5,13 @@ import { loadCatalog } from './credits/catalog';
 import { ConfigError, loadConfig, type Config } from './config';
 import { lockDataDir } from './dataDirLock';
 import { connectDatabase, describeError } from './db';
-import { ensureDevServiceToken, ensureDevSessionKey, ensureDevWebhookSecret } from './devSecret';
+import { ensureDevServiceToken, ensureDevWebhookSecret, sessionKey } from './devSecret';
 import { startDevelopmentStripe, type DevelopmentStripe } from './developmentStripe';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase';
 import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
 import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
-import { createStripeClient, lineItemsFetcher } from './stripeApi';
+import { createStripeClient, stripeReaders } from './stripeApi';
 import type { SessionTokenOptions } from './users/sessionTokens';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
@@ -25,7 +25,7 @@ export interface RunningService {
 }
 
 /** How long SIGTERM waits for in-flight requests before closing the remaining connections. */
-const shutdownGraceMillis = 10_000;
+export const shutdownGraceMillis = 10_000;
 /** During shutdown, how often connections whose request has been answered are closed. */
 const idleSweepMillis = 50;
 const keepAliveTimeoutMillis = 65_000;
@@ -57,7 +57,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     logger.info({ databaseUrl }, `embedded PostgreSQL ready: psql ${databaseUrl}`);
   }
 
-  const db = connectDatabase({ connectionString: databaseUrl, poolMax: config.databasePoolMax, logger });
+  const db = connectDatabase({ connectionString: databaseUrl, poolMax: config.databasePoolMax, logger, passwordFile: config.databasePasswordFile });
   undo.push(db.close);
   await db.ping().catch((error: unknown) => {
     throw databaseStartupError(error, databaseUrl, embedded !== undefined);
@@ -90,7 +90,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     db,
     secrets,
     logger,
-    eventContext: { catalog, fetchLineItems: stripe ? lineItemsFetcher(stripe) : undefined },
+    eventContext: { catalog, ...stripeReaders(stripe) },
     stripeMode: config.stripeMode,
     maxBodyBytes: config.webhookMaxBodyBytes,
     sessionTokens,
@@ -162,20 +162,19 @@ async function loadWebhookSecrets(config: Config, logger: Logger): Promise<Secre
 
 /** How user session tokens are checked; in development a key is made up, so that the balance routes work too. */
 async function sessionTokenOptions(config: Config, logger: Logger): Promise<SessionTokenOptions | undefined> {
-  const claims = { issuer: config.authJwtIssuer, audience: config.authJwtAudience };
-  if (config.authJwksUrl) return { key: { kind: 'jwks', url: config.authJwksUrl }, ...claims };
-  if (config.authJwtSecret) return { key: { kind: 'secret', secret: config.authJwtSecret }, ...claims };
-  if (config.production) {
+  const key = await sessionKey(config);
+  if (!key) {
     logger.warn('Neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set: the user routes (/api/v1/billing/credits, checkout, sync-payment, ledger) are disabled');
     return undefined;
   }
-  const devKey = await ensureDevSessionKey(config.dataDir);
-  logger.warn(
-    { keyFile: devKey.path },
-    `AUTH_JWT_SECRET not set: ${devKey.created ? 'generated' : 'reused'} the development session key in ${devKey.path}. ` +
-      'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE or AUTH_JWKS_URL for real use.',
-  );
-  return { key: { kind: 'secret', secret: devKey.value }, ...claims };
+  if (key.devKey) {
+    logger.warn(
+      { keyFile: key.devKey.path },
+      `AUTH_JWT_SECRET not set: ${key.devKey.created ? 'generated' : 'reused'} the development session key in ${key.devKey.path}. ` +
+        'Make a token with `npm run make-token -- --user alice`; set AUTH_JWT_SECRET_FILE or AUTH_JWKS_URL for real use.',
+    );
+  }
+  return key.tokens;
 }
 
 /** The token of the service-to-service routes (spending); in development one is made up. */

@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
-import type { Database } from './db';
+import { describeError, type Database } from './db';
+import { recordFailedEvent } from './webhook/eventLog';
 import { HANDLED_EVENT_TYPES } from './webhook/handledEventTypes';
 import { processEvent, type EventContext, type EventResult } from './webhook/processEvent';
 import type { StripeEvent } from './webhook/stripeEvent';
@@ -15,7 +16,8 @@ export interface RecoveryOptions {
   sinceSeconds: number;
   dryRun?: boolean;
   onListed?: (count: number) => void;
-  onApplied?: (event: StripeEvent, outcome: RecoveryOutcome) => void;
+  /** `reason` says why an event failed (also kept in stripe_events.error) or was not applied. */
+  onApplied?: (event: StripeEvent, outcome: RecoveryOutcome, reason?: string) => void;
 }
 
 export type RecoverySummary = Record<RecoveryOutcome | 'listed', number>;
@@ -42,17 +44,23 @@ export async function recoverMissedEvents(options: RecoveryOptions): Promise<Rec
 
   for (const event of events) {
     let outcome: RecoveryOutcome;
+    let reason: string | undefined;
     if (event.livemode !== (options.stripeMode === 'live')) {
       outcome = 'mode_mismatch';
     } else {
       try {
-        outcome = (await processEvent(options.db, event, options.eventContext)).status;
-      } catch {
+        const result = await processEvent(options.db, event, options.eventContext);
+        outcome = result.status;
+        if (result.status === 'unmatched' || result.status === 'ignored') reason = result.reason;
+      } catch (error) {
+        // As the webhook route does: the reason stays where operators look for it.
         outcome = 'failed';
+        reason = describeError(error).message;
+        await recordFailedEvent(options.db, event, reason).catch(() => undefined);
       }
     }
     summary[outcome]++;
-    options.onApplied?.(event, outcome);
+    options.onApplied?.(event, outcome, reason);
   }
   return summary;
 }

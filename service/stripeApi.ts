@@ -21,6 +21,17 @@ export function createStripeClient(apiKey: string, apiBase: URL): Stripe {
   });
 }
 
+/** What processing an event may read from Stripe: nothing without an API key. */
+export function stripeReaders(stripe: Stripe | undefined) {
+  return { fetchLineItems: stripe ? lineItemsFetcher(stripe) : undefined, fetchSubscription: stripe ? subscriptionFetcher(stripe) : undefined };
+}
+
+/** A subscription as Stripe has it now (basil shape: the version is pinned above). */
+export function subscriptionFetcher(stripe: Stripe) {
+  return async (subscriptionId: string): Promise<Record<string, unknown>> =>
+    (await stripe.subscriptions.retrieve(subscriptionId)) as unknown as Record<string, unknown>;
+}
+
 export function lineItemsFetcher(stripe: Stripe) {
   return async (sessionId: string): Promise<LineItem[]> => {
     const items: LineItem[] = [];

@@ -12,45 +12,21 @@ import { SignJWT } from 'jose';
 import { freePort } from '../../service/test/support/freePort';
 import { startServiceProcess, type ServiceProcess } from '../../service/test/support/serviceProcess';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
+import { otherSpellings } from '../../service/test/support/pathSpellings';
 import { checkoutSession, signedDelivery, stripeEvent } from '../../service/test/support/stripeFixtures';
 import { webhookPath } from '../../service/webhook/route';
 import { configDefaults } from '../config';
-import { renderNginxConfig, type NginxConfigParams } from '../nginxConfig';
 import { startDnsServer, type DnsServer } from './support/dnsServer';
 import { inParallel, openEventStream, request, type Edge, type Reply } from './support/httpsClient';
-import { readLog, startNginx, testNginxConfig, type NginxProcess } from './support/nginxProcess';
-import { makeSelfSignedCertificate } from './support/tls';
+import { readLog, testNginxConfig, type NginxProcess } from './support/nginxProcess';
+import { edgeDomain, startEdge, upstreamName } from './support/edge';
 
-const domain = 'billing.test';
+const domain = edgeDomain;
 const replicaHosts = ['127.0.0.1', '127.0.0.2'];
-const upstreamName = 'billing-api';
 const webhookSecret = 'whsec_endToEndSecretThroughNginx';
 const apiKey = 'sk_test_endToEndKey';
 const jwtSecret = 'end-to-end-session-key-0123456789abcdef';
 const tokensUsed: string[] = [];
-
-/** The config exactly as infra/index.ts renders it, placed on loopback ports and paths of this test. */
-function edgeConfig(dir: string, ports: { https: number; http: number }, upstream: string, resolver: string): string {
-  const tls = makeSelfSignedCertificate(dir, domain);
-  const params: NginxConfigParams = {
-    domain,
-    httpsListen: `127.0.0.1:${ports.https}`,
-    httpListen: `127.0.0.1:${ports.http}`,
-    httpsPublicPort: ports.https,
-    tlsCertificatePath: tls.certificatePath,
-    tlsKeyPath: tls.keyPath,
-    upstream,
-    resolver,
-    maxBodyBytes: configDefaults.webhookMaxBodyBytes,
-    webhookRatePerSecond: configDefaults.webhookRateLimitPerSecond,
-    webhookBurst: configDefaults.webhookRateLimitBurst,
-    runtimeDir: dir,
-    errorLog: path.join(dir, 'error.log'),
-    accessLog: path.join(dir, 'access.log'),
-    workerProcesses: 1,
-  };
-  return renderNginxConfig(params);
-}
 
 async function sessionToken(userId: string): Promise<string> {
   const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(userId).setExpirationTime('10m').sign(new TextEncoder().encode(jwtSecret));
@@ -99,12 +75,8 @@ describe('nginx in front of two service replicas', () => {
     );
     dns = await startDnsServer(upstreamName, replicaHosts);
 
-    const ports = { https: await freePort(), http: await freePort() };
-    httpPort = ports.http;
     nginxDir = mkdtempSync(path.join(os.tmpdir(), 'nginx-e2e-prefix-'));
-    config = edgeConfig(nginxDir, ports, `${upstreamName}:${servicePort}`, dns.address);
-    nginx = await startNginx(nginxDir, config);
-    edge = { host: '127.0.0.1', port: ports.https, domain, ca: readFileSync(path.join(nginxDir, 'tls.crt')) };
+    ({ nginx, edge, httpPort, config } = await startEdge(nginxDir, servicePort, dns.address));
   }, 120_000);
 
   afterAll(async () => {
@@ -206,12 +178,78 @@ describe('nginx in front of two service replicas', () => {
     }
   });
 
+  test('no other spelling of the webhook path reaches the handler through nginx, one at a time or in a flood', async () => {
+    const before = await Promise.all(replicaHosts.map(processedBy));
+    for (const target of otherSpellings(webhookPath)) {
+      const delivery = signedDelivery(purchase('user_e2e_spelling', 3), [webhookSecret]);
+      const reply = await request(edge, { method: 'POST', path: target, headers: delivery.headers, body: delivery.body, localAddress: '127.0.0.5' });
+      expect({ target, status: reply.status }).toEqual({ target, status: 404 });
+    }
+
+    // The flood that got 800 × 200 past the rate limit through `/webhook/` when the router ignored trailing slashes.
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 64 });
+    try {
+      const flood = await inParallel(800, 64, (index) => {
+        const target = index % 2 === 0 ? `${webhookPath}/` : webhookPath.replace('webhook', 'WEBHOOK');
+        const delivery = signedDelivery(purchase(`user_e2e_flood_${index}`, 1), [webhookSecret]);
+        return request(edge, { method: 'POST', path: target, headers: delivery.headers, body: delivery.body, localAddress: '127.0.0.6', agent });
+      });
+      expect(new Set(flood.map((reply) => reply.status))).toEqual(new Set([404]));
+    } finally {
+      agent.destroy();
+    }
+    expect(await Promise.all(replicaHosts.map(processedBy))).toEqual(before);
+  });
+
+  test('nginx itself refuses other spellings inside the webhook’s folder, whatever the service’s router does', async () => {
+    for (const target of [`${webhookPath}/`, webhookPath.replace('webhook', 'WEBHOOK'), `${webhookPath}/x`, '/api/v1/billing/stripe/']) {
+      const reply = await request(edge, { method: 'POST', path: target, headers: { 'content-type': 'application/json' }, body: '{}' });
+      // The service answers 404 in JSON; this is nginx's own page.
+      expect({ target, status: reply.status, type: reply.headers['content-type'] }).toEqual({ target, status: 404, type: 'text/html' });
+    }
+  });
+
   test('unknown paths, and the service’s metrics and probes, are 404 through nginx', async () => {
     for (const path of ['/', '/metrics', '/healthz', '/readyz', '/api/v2/billing/credits', '/api/v1/billing']) {
       const reply: Reply = await request(edge, { path });
       expect({ path, status: reply.status }).toEqual({ path, status: 404 });
       expect(reply.headers.server).toBe('nginx'); // server_tokens off: no version
     }
+  });
+
+  test('every HTTPS answer carries HSTS, errors included', async () => {
+    const answers = [
+      await deliver(purchase('user_e2e_hsts', 1)),
+      await request(edge, { method: 'POST', path: webhookPath, headers: { 'content-type': 'application/json' }, body: '{}' }),
+      await request(edge, { method: 'GET', path: webhookPath }),
+      await request(edge, { method: 'POST', path: webhookPath, body: Buffer.alloc(configDefaults.webhookMaxBodyBytes + 1, 0x20) }),
+      await request(edge, { path: '/' }),
+      await request(edge, { path: '/api/v1/billing/nothing-here' }),
+      await request(edge, { path: '/api/v1/billing/credits?access_token=x' }),
+    ];
+    expect(answers.map((reply) => reply.status)).toEqual([200, 400, 405, 413, 404, 404, 400]);
+    for (const reply of answers) expect({ status: reply.status, hsts: reply.headers['strict-transport-security'] }).toEqual({ status: reply.status, hsts: 'max-age=31536000' });
+  });
+
+  test('plain HTTP serves ACME challenges from the webroot (certbot --webroot) and redirects everything else', async () => {
+    const challenges = path.join(nginxDir, 'acme', '.well-known', 'acme-challenge');
+    mkdirSync(challenges, { recursive: true });
+    writeFileSync(path.join(challenges, 'token-e2e_123'), 'token-e2e_123.keyAuthorization');
+    const get = (target: string) =>
+      new Promise<{ status: number; body: string; location?: string }>((resolve, reject) =>
+        http
+          .get({ host: '127.0.0.1', port: httpPort, path: target, headers: { host: domain } }, (reply) => {
+            let body = '';
+            reply.on('data', (chunk: Buffer) => (body += chunk.toString()));
+            reply.on('end', () => resolve({ status: reply.statusCode ?? 0, body, location: reply.headers.location }));
+          })
+          .on('error', reject),
+      );
+
+    await expect(get('/.well-known/acme-challenge/token-e2e_123')).resolves.toMatchObject({ status: 200, body: 'token-e2e_123.keyAuthorization' });
+    await expect(get('/.well-known/acme-challenge/unknown')).resolves.toMatchObject({ status: 404 });
+    await expect(get('/.well-known/acme-challenge/../../nginx.conf')).resolves.not.toMatchObject({ status: 200 });
+    await expect(get('/.well-known/other')).resolves.toMatchObject({ status: 301 });
   });
 
   test('plain HTTP is redirected to the same path over HTTPS', async () => {
@@ -250,7 +288,7 @@ describe('nginx in front of two service replicas', () => {
     await Promise.all(replicas.map((replica) => replica.stop()));
     const logs = [readLog(path.join(nginxDir, 'access.log')), readLog(path.join(nginxDir, 'error.log')), ...replicas.map((replica) => replica.logLines.join('\n'))].join('\n');
 
-    expect(logs).toContain('/api/v1/billing/credits/stream'); // the stream request was logged, without its query
+    expect(logs).toContain('/api/v1/billing/credits/stream'); // the stream request was logged
     for (const secret of [webhookSecret, apiKey, jwtSecret, ...tokensUsed]) expect(logs).not.toContain(secret);
   });
 });
@@ -281,9 +319,7 @@ describe('nginx towards an upstream that records what it receives', () => {
     });
     await new Promise<void>((resolve) => upstream.listen(port, upstreamHost, resolve));
     dns = await startDnsServer(upstreamName, [upstreamHost]);
-    const ports = { https: await freePort(), http: await freePort() };
-    nginx = await startNginx(dir, edgeConfig(dir, ports, `${upstreamName}:${port}`, dns.address));
-    edge = { host: '127.0.0.1', port: ports.https, domain, ca: readFileSync(path.join(dir, 'tls.crt')) };
+    ({ nginx, edge } = await startEdge(dir, port, dns.address));
   });
 
   afterAll(async () => {
@@ -312,6 +348,70 @@ describe('nginx towards an upstream that records what it receives', () => {
       await expect(stream.next((data) => data === 'second')).resolves.toBe('second');
     } finally {
       stream.close();
+    }
+  });
+});
+
+describe('nginx while every replica is down', () => {
+  let dir: string;
+  let dns: DnsServer;
+  let nginx: NginxProcess | undefined;
+  let edge: Edge;
+  const sessionToken = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyX2xvZ3MifQ.sessionTokenNeverInALog';
+  const ticket = 'tkt_oneTimeStreamTicketNeverInALog';
+  const signature = 't=1700000000,v1=signatureNeverInALog';
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'nginx-upstream-down-'));
+    const downHost = '127.0.0.7';
+    const nothingListens = await freePort([downHost]);
+    dns = await startDnsServer(upstreamName, [downHost]);
+    ({ nginx, edge } = await startEdge(dir, nothingListens, dns.address));
+  });
+
+  afterAll(async () => {
+    await nginx?.stop();
+    await dns?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('no credential reaches either nginx log: Authorization and Stripe-Signature are not logged, ?ticket= stays out of the error log, ?access_token= is refused before proxying', async () => {
+    const bearer = { authorization: `Bearer ${sessionToken}` };
+    const replies = {
+      balance: await request(edge, { path: '/api/v1/billing/credits', headers: bearer }),
+      streamWithHeader: await request(edge, { path: '/api/v1/billing/credits/stream', headers: bearer }),
+      streamWithTicket: await request(edge, { path: `/api/v1/billing/credits/stream?ticket=${ticket}` }),
+      webhook: await request(edge, { method: 'POST', path: webhookPath, headers: { 'stripe-signature': signature, 'content-type': 'application/json' }, body: '{}' }),
+      streamWithToken: await request(edge, { path: `/api/v1/billing/credits/stream?access_token=${sessionToken}` }),
+      balanceWithToken: await request(edge, { path: `/api/v1/billing/credits?x=1&ACCESS_TOKEN=${sessionToken}` }),
+      encodedToken: await request(edge, { path: `/api/v1/billing/credits?access%5Ftoken=${sessionToken}` }),
+      ticketElsewhere: await request(edge, { path: `/api/v1/billing/credits?ticket=${ticket}` }),
+    };
+    await nginx?.stop(); // flushes and closes both logs
+    nginx = undefined;
+
+    expect(Object.fromEntries(Object.entries(replies).map(([name, reply]) => [name, reply.status]))).toEqual({
+      balance: 502,
+      streamWithHeader: 502,
+      streamWithTicket: 502,
+      webhook: 502,
+      streamWithToken: 400,
+      balanceWithToken: 400,
+      encodedToken: 400,
+      ticketElsewhere: 400,
+    });
+    expect(replies.streamWithToken.body).toContain('Authorization header');
+    const errorLog = readLog(path.join(dir, 'error.log'));
+    const accessLog = readLog(path.join(dir, 'access.log'));
+    expect(errorLog).toMatch(/connect\(\) failed .* while connecting to upstream/); // the path that quotes request lines ran
+    for (const reply of Object.values(replies)) expect(reply.headers['strict-transport-security']).toBe('max-age=31536000');
+    expect(accessLog.split('\n').filter(Boolean)).toHaveLength(Object.keys(replies).length);
+    for (const credential of [sessionToken, ticket, 'signatureNeverInALog']) {
+      expect({ credential, inErrorLog: errorLog.includes(credential), inAccessLog: accessLog.includes(credential) }).toEqual({
+        credential,
+        inErrorLog: false,
+        inAccessLog: false,
+      });
     }
   });
 });

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { configDefaults } from '../config';
+import { healthcheck as rolloutHealthcheck } from '../rollout';
 import { serviceHealthcheck, servicePort } from '../serviceImage';
 import { readDockerfile } from './support/dockerfile';
 
@@ -47,7 +48,7 @@ describe('Pulumi.yaml', () => {
   const declared = declaredConfig();
   const configSource = read('infra/config.ts');
   const readKeys = [
-    ...configSource.matchAll(/\b(?:config\.(?:require|get|getBoolean|getNumber)|text|integer|rawSecret|requireSecret|readLocalFile)\('(\w+)'/g),
+    ...configSource.matchAll(/\b(?:config\.(?:require|get|getBoolean|getNumber)|text|integer|hostDirectory|image|getSecret|requireSecret|readLocalFile)\('(\w+)'/g),
   ].map((match) => match[1]);
 
   test('declares every key the program reads, each with a type and a description', () => {
@@ -60,9 +61,19 @@ describe('Pulumi.yaml', () => {
 
   test('declares the program’s defaults, and no default only for the required keys', () => {
     for (const [key, value] of Object.entries(configDefaults)) expect({ key, default: declared[key]?.default }).toEqual({ key, default: String(value) });
-    const required = Object.entries(declared).filter(([, declaration]) => declaration.default === undefined).map(([key]) => key);
-    expect(required.sort()).toEqual(['domain', 'stripeApiKey', 'stripeMode', 'tlsCertificateFile', 'tlsKeyFile']);
-    expect(declared.stripeApiKey?.secret).toBe(true);
+    const required = Object.entries(declared).filter(([, declaration]) => declaration.default === undefined && !declaration.secret).map(([key]) => key);
+    expect(required.sort()).toEqual(['domain', 'stripeMode', 'tlsCertificateFile', 'tlsKeyFile']);
+  });
+
+  test('every key the program reads as a secret is declared secret: true, with no default (a plain one Pulumi refuses), and no other key is', () => {
+    const readAsSecret = [...configSource.matchAll(/\b(?:getSecret|requireSecret)\('(\w+)'/g)].map((match) => match[1]);
+    const declaredSecret = Object.entries(declared).filter(([, declaration]) => declaration.secret).map(([key]) => key);
+    expect(new Set(readAsSecret)).toEqual(new Set(declaredSecret));
+    expect(declaredSecret.sort()).toEqual(['authJwtSecret', 'databaseUrl', 'postgresPassword', 'serviceStripeApiKey', 'stripeApiKey', 'stripeWebhookSecret']);
+    for (const key of declaredSecret) expect({ key, default: declared[key]?.default }).toEqual({ key, default: undefined });
+    // A key read in plain text is never one that holds a password, key or token.
+    const readPlain = readKeys.filter((key) => !readAsSecret.includes(key));
+    expect(readPlain.filter((key) => /(key|secret|password|token|url)$/i.test(key as string))).toEqual([]);
   });
 
   test('runs the program from infra/ with tsx instead of the built-in ts-node', () => {
@@ -103,6 +114,10 @@ describe('Dockerfile', () => {
     expect(runtime).toContain(`EXPOSE ${servicePort}`);
     const healthcheck = runtime.find((line) => line.startsWith('HEALTHCHECK '));
     expect(JSON.parse(healthcheck?.replace(/^HEALTHCHECK .*? CMD /, '') ?? 'null')).toEqual(serviceHealthcheck.slice(1));
+    const timing = rolloutHealthcheck;
+    expect(healthcheck).toContain(
+      `--interval=${timing.intervalSeconds}s --timeout=${timing.timeoutSeconds}s --start-period=${timing.startPeriodSeconds}s --retries=${timing.retries}`,
+    );
   });
 
   test('has no secret in any layer: no secret-like ARG or ENV, and a build context without secret files', () => {

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { postgresUid, secretWriterScript, serviceUid, type SecretFile } from '../secretFiles';
+import { parseSecrets } from '../../service/webhook/secretStore';
+import { postgresUid, secretWriterScript, serviceUid, type SecretFile, type SecretWriterOptions } from '../secretFiles';
 
 // The script runs here exactly as in the writer container (as root, with sh); only the two
 // directories are passed as arguments instead of the container paths.
@@ -22,15 +23,41 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Uploads the values the way the Docker provider does, then runs the writer script. */
-function install(files: Array<Pick<SecretFile, 'reader' | 'name'> & { value: string }>): string {
+function install(files: Array<Pick<SecretFile, 'reader' | 'name'> & { value: string }>, options: SecretWriterOptions = {}): string {
   for (const file of files) {
     mkdirSync(path.join(uploads, file.reader), { recursive: true });
     writeFileSync(path.join(uploads, file.reader, file.name), `${file.value}\n`, { mode: 0o400 });
   }
   const script = path.join(dir, 'install.sh');
-  writeFileSync(script, secretWriterScript(files));
+  writeFileSync(script, secretWriterScript(files, options));
   return execFileSync('sh', [script, target, uploads], { encoding: 'utf8' });
 }
+
+const webhookSecret = { reader: 'service', name: 'stripe_webhook_secret' } as const;
+const startupWriter = { keep: [webhookSecret], placeholder: webhookSecret };
+
+asRoot('the first writer creates a random placeholder webhook secret only where none exists, and never removes the real one', () => {
+  install([{ reader: 'service', name: 'stripe_api_key', value: 'sk_test_x' }], startupWriter);
+  const placeholder = readFileSync(path.join(target, 'service', 'stripe_webhook_secret'), 'utf8');
+  expect(placeholder).toMatch(/^whsec_[0-9a-f]{64}\n$/);
+  expect(parseSecrets(placeholder, 'placeholder')).toHaveLength(1); // the service starts with it
+  const file = statSync(path.join(target, 'service', 'stripe_webhook_secret'));
+  expect({ mode: file.mode & 0o777, uid: file.uid }).toEqual({ mode: 0o400, uid: serviceUid });
+
+  install([webhookSecret].map((name) => ({ ...name, value: 'whsec_fromTheEndpoint' })), { cleanUp: false });
+  install([{ reader: 'service', name: 'stripe_api_key', value: 'sk_test_y' }], startupWriter);
+
+  expect(readFileSync(path.join(target, 'service', 'stripe_webhook_secret'), 'utf8')).toBe('whsec_fromTheEndpoint\n');
+  expect(readdirSync(path.join(target, 'service')).sort()).toEqual(['stripe_api_key', 'stripe_webhook_secret']);
+});
+
+asRoot('the webhook secret writer leaves the other files alone', () => {
+  install([{ reader: 'service', name: 'stripe_api_key', value: 'sk_test_x' }], startupWriter);
+  install([{ ...webhookSecret, value: 'whsec_one\nwhsec_two' }], { cleanUp: false });
+
+  expect(readdirSync(path.join(target, 'service')).sort()).toEqual(['stripe_api_key', 'stripe_webhook_secret']);
+  expect(readFileSync(path.join(target, 'service', 'stripe_webhook_secret'), 'utf8')).toBe('whsec_one\nwhsec_two\n');
+});
 
 asRoot('each file is 0400 and owned by its only reader, in a 0500 directory of that reader', () => {
   install([

@@ -42,16 +42,19 @@ function inputs(overrides: Partial<WebhookEndpointInputs> = {}): WebhookEndpoint
   };
 }
 
-/** An endpoint made directly through the API, as someone clicking in the Dashboard would. */
-async function createOutsidePulumi(version = apiVersion): Promise<{ id: string; secret: string }> {
+/** An endpoint made directly through the API, as someone clicking in the Dashboard would (or an interrupted run). */
+async function createOutsidePulumi(
+  version = apiVersion,
+  { url = 'https://old.example.com/hook', metadata = { owner: 'dashboard' } }: { url?: string; metadata?: Record<string, string> } = {},
+): Promise<{ id: string; secret: string }> {
   const response = await fetch(`${fake.baseUrl}/v1/webhook_endpoints`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${testKey}`, 'Content-Type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({
-      url: 'https://old.example.com/hook',
+      url,
       'enabled_events[0]': 'charge.refunded',
       api_version: version,
-      'metadata[owner]': 'dashboard',
+      ...Object.fromEntries(Object.entries(metadata).map(([key, value]) => [`metadata[${key}]`, value])),
     }).toString(),
   });
   return (await response.json()) as { id: string; secret: string };
@@ -202,8 +205,91 @@ test('a secret supplied later (rolled in the Dashboard) replaces the stored one 
   await expect(diff(id, olds, rolled)).resolves.toMatchObject({ changes: true, replaces: [] });
   const { outs: updated } = await update(id, olds, rolled);
 
-  expect(updated?.secret).toBe('whsec_rolledInTheDashboard');
+  expect(updated).toMatchObject({ secret: 'whsec_rolledInTheDashboard', signingSecrets: ['whsec_rolledInTheDashboard'], suppliedSecretFor: id });
   expect(fake.webhookEndpoints().map((endpoint) => endpoint.id)).toEqual([id]);
+});
+
+describe('creation is idempotent', () => {
+  test('a create run again after an interruption gets the first endpoint and its secret back, not a second endpoint', async () => {
+    const first = await create(inputs()); // its answer "lost" with the interrupted `pulumi up`
+    const again = await create(inputs());
+
+    expect(again.id).toBe(first.id);
+    expect(again.outs?.secret).toBe(first.outs?.secret);
+    expect(fake.webhookEndpoints().map((endpoint) => [endpoint.id, endpoint.secret])).toEqual([[first.id, first.outs?.secret]]);
+    const keys = fake.requests.filter((request) => request.method === 'POST' && request.path === '/v1/webhook_endpoints').map((request) => request.headers['idempotency-key']);
+    expect(keys).toEqual([expect.stringMatching(/^webhook-endpoint-create-[0-9a-f]{40}$/), keys[0]]);
+  });
+
+  test('a leftover endpoint of this stack whose secret nobody has (older than Stripe keeps keys) is deleted; others are left alone', async () => {
+    const leftover = await createOutsidePulumi(apiVersion, { url: inputs().url, metadata: inputs().metadata });
+    const otherStack = await createOutsidePulumi(apiVersion, { url: inputs().url, metadata: { ...inputs().metadata, stack: 'live' } });
+    const otherVersion = await createOutsidePulumi('2024-06-20', { url: inputs().url, metadata: inputs().metadata });
+
+    const { id } = await create(inputs());
+
+    expect(fake.webhookEndpoints().map((endpoint) => endpoint.id).sort()).toEqual([id, otherStack.id, otherVersion.id].sort());
+    expect(id).not.toBe(leftover.id);
+  });
+
+  test('recreating an endpoint deleted since its creation makes a new one, even with the same parameters', async () => {
+    const first = await create(inputs());
+    await remove(first.id, first.outs as WebhookEndpointOutputs); // e.g. pulumi destroy, or deleted in the Dashboard and refreshed
+
+    const recreated = await create(inputs());
+
+    expect(recreated.id).not.toBe(first.id);
+    expect(fake.webhookEndpoints()).toEqual([expect.objectContaining({ id: recreated.id, secret: recreated.outs?.secret })]);
+  });
+
+  test('a replayed endpoint changed since is brought back to the inputs', async () => {
+    const first = await create(inputs());
+    await fetch(`${fake.baseUrl}/v1/webhook_endpoints/${first.id}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${testKey}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: 'disabled=true&description=changed',
+    });
+
+    const again = await create(inputs());
+
+    expect(again.id).toBe(first.id);
+    expect(fake.webhookEndpoints()).toEqual([expect.objectContaining({ id: first.id, status: 'enabled', description: inputs().description })]);
+  });
+});
+
+describe('a supplied secret belongs to the endpoint it was given for', () => {
+  test('a new endpoint signs with its own secret; a supplied one (of the endpoint before) stays beside it', async () => {
+    const { outs } = await create(inputs({ suppliedSecret: 'whsec_rolledForTheEndpointBefore' }));
+
+    const [endpoint] = fake.webhookEndpoints();
+    expect(outs).toMatchObject({ secret: endpoint?.secret, suppliedSecretFor: '', signingSecrets: [endpoint?.secret, 'whsec_rolledForTheEndpointBefore'] });
+  });
+
+  test('a secret supplied for this endpoint replaces its own; an unchanged supplied secret keeps whom it was given for', async () => {
+    const { id, outs } = await create(inputs({ suppliedSecret: 'whsec_ofAnEarlierEndpoint' }));
+    const rolled = await update(id, outs as WebhookEndpointOutputs, inputs({ suppliedSecret: 'whsec_rolledForThisOne' }));
+    expect(rolled.outs).toMatchObject({ secret: 'whsec_rolledForThisOne', suppliedSecretFor: id, signingSecrets: ['whsec_rolledForThisOne'] });
+
+    const unchanged = await update(id, rolled.outs as WebhookEndpointOutputs, inputs({ suppliedSecret: 'whsec_rolledForThisOne', description: 'again' }));
+    expect(unchanged.outs).toMatchObject({ secret: 'whsec_rolledForThisOne', suppliedSecretFor: id });
+
+    const kept = await update(id, outs as WebhookEndpointOutputs, inputs({ suppliedSecret: 'whsec_ofAnEarlierEndpoint', description: 'again' }));
+    expect(kept.outs).toMatchObject({ secret: outs?.secret, suppliedSecretFor: '', signingSecrets: [outs?.secret, 'whsec_ofAnEarlierEndpoint'] });
+  });
+
+  test('state written before the binding was recorded keeps treating its supplied secret as this endpoint’s', async () => {
+    const existing = await createOutsidePulumi();
+    const { id, outs } = await create(inputs({ adoptId: existing.id, suppliedSecret: existing.secret }));
+    const { suppliedSecretFor: _dropped, signingSecrets: _alsoDropped, ...olderState } = outs as WebhookEndpointOutputs;
+
+    // Unchanged inputs still make an update, which records what the older state lacks.
+    await expect(diff(id, olderState as WebhookEndpointOutputs, inputs({ adoptId: existing.id, suppliedSecret: existing.secret }))).resolves.toMatchObject({ changes: true, replaces: [] });
+    const updated = await update(id, olderState as WebhookEndpointOutputs, inputs({ adoptId: existing.id, suppliedSecret: existing.secret }));
+    const refreshed = await read(id, olderState as WebhookEndpointOutputs);
+
+    expect(updated.outs).toMatchObject({ secret: existing.secret, suppliedSecretFor: id, signingSecrets: [existing.secret] });
+    expect(refreshed.props).toMatchObject({ secret: existing.secret, suppliedSecretFor: id });
+  });
 });
 
 test('delete removes the endpoint, and an endpoint already gone counts as deleted', async () => {

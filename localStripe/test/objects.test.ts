@@ -4,8 +4,7 @@
  * with fresh ids each time.
  */
 import Stripe from 'stripe';
-import { emptyCatalog } from '../../service/credits/catalog';
-import { readSubscription } from '../../service/credits/subscriptions';
+import { readSubscription } from '../../service/stripe/subscription';
 import { balanceOf, checkInvariants, invariantsHold } from '../../service/test/support/invariants';
 import { deliver, startTestApp, type TestApp } from '../../service/test/support/testApp';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
@@ -15,6 +14,7 @@ import {
   checkoutSession,
   dispute,
   invoice,
+  invoicePayment,
   price,
   refund,
   stripeEvent,
@@ -34,6 +34,7 @@ const everyBuilder = {
   legacySubscription: () => subscription({}, { shape: 'legacy' }),
   invoice: () => invoice(),
   legacyInvoice: () => invoice({}, { shape: 'legacy' }),
+  invoicePayment: () => invoicePayment(invoice()),
   charge,
   refund,
   dispute,
@@ -125,10 +126,14 @@ describe('subscriptions', () => {
 
   it('is read by the service with the same plan, credits and period in both API shapes', () => {
     const options = { priceId: 'price_team', monthlyCredits: 300, periodStart: 1_700_000_000, periodEnd: 1_702_592_000 };
-    const expected = { priceId: 'price_team', monthlyCredits: 300, periodStart: 1_700_000_000, periodEnd: 1_702_592_000, status: 'active' };
+    const expected = {
+      items: [{ price: { id: 'price_team', metadata: { monthly_credits: '300' } }, quantity: 1 }],
+      period: { start: 1_700_000_000, end: 1_702_592_000 },
+      status: 'active',
+    };
 
-    expect(readSubscription(subscription({}, options) as unknown as Record<string, unknown>, emptyCatalog())).toMatchObject(expected);
-    expect(readSubscription(subscription({}, { ...options, shape: 'legacy' }) as unknown as Record<string, unknown>, emptyCatalog())).toMatchObject(expected);
+    expect(readSubscription(subscription({}, options) as unknown as Record<string, unknown>)).toMatchObject(expected);
+    expect(readSubscription(subscription({}, { ...options, shape: 'legacy' }) as unknown as Record<string, unknown>)).toMatchObject(expected);
   });
 
   it('has ended now, at the customer request, once canceled', () => {
@@ -296,12 +301,13 @@ describe('the service applies the events built here as their types say', () => {
     expect(await balanceOf(database.db, 'user_builders')).toEqual({ purchased: 250, subscription: 0 });
   });
 
-  it('a subscription sign-up, then the subscription in either API shape', async () => {
+  it('a subscription sign-up and its paid invoice, then the subscription in either API shape', async () => {
     const sub = subscription({}, { monthlyCredits: 300 });
     const signUp = subscriptionCheckoutSession({ client_reference_id: 'user_subscriber', subscription: sub.id, customer: sub.customer as string });
 
     expect(await send('checkout.session.completed', signUp)).toEqual({ received: true, status: 'processed' });
     expect(await send('customer.subscription.created', sub)).toEqual({ received: true, status: 'processed' });
+    expect(await send('invoice.paid', invoice({}, { subscription: sub }))).toEqual({ received: true, status: 'processed' });
     expect(await balanceOf(database.db, 'user_subscriber')).toEqual({ purchased: 0, subscription: 300 });
 
     const legacy = subscription({ id: sub.id, customer: sub.customer }, { shape: 'legacy', monthlyCredits: 300 });

@@ -4,7 +4,7 @@
  * (its id derives from the user id), so created → updated → deleted is one subscription's life.
  */
 import { createHash } from 'node:crypto';
-import { charge, checkoutSession, DEFAULT_AMOUNT_CENTS, dispute, invoice, stripeEvent, stripeId, subscription } from '../../localStripe/objects';
+import { charge, checkoutSession, DEFAULT_AMOUNT_CENTS, dispute, invoice, SECONDS_PER_DAY, stripeEvent, stripeId, subscription } from '../../localStripe/objects';
 
 export interface TestEventInput {
   userId: string;
@@ -49,10 +49,12 @@ function purchase(type: string, input: TestEventInput, overrides: Parameters<typ
   return { event, followUp: type === 'checkout.session.async_payment_failed' ? undefined : `refund it with --type refund --payment-intent ${String(session.payment_intent)}` };
 }
 
+/** Today's billing period: every event of the user's subscription sent today is about the same period and price. */
 function userSubscription(input: TestEventInput, status: 'active' | 'canceled') {
+  const periodStart = Math.floor(Date.now() / 1000 / SECONDS_PER_DAY) * SECONDS_PER_DAY;
   return subscription(
     { id: userScopedId('sub', input), customer: userScopedId('cus', input), livemode: input.livemode, status, metadata: { user_id: input.userId } },
-    { monthlyCredits: input.credits },
+    { monthlyCredits: input.credits, priceId: userScopedId('price', input), periodStart },
   );
 }
 

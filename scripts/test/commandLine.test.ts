@@ -3,18 +3,16 @@
  * and no side effect, and an unknown option with the usage on stderr and exit 2 (scripts/lib/cli.ts).
  * The scripts run as real processes, against an empty database and an empty data dir that must stay so.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { connectDatabase, type Database } from '../../service/db';
 import { createLogger } from '../../service/logger';
+import { runScript } from '../../service/test/support/scriptProcess';
 import { databaseUrl, testServerUrl } from '../../service/test/support/testDatabase';
 
 const repositoryRoot = path.resolve(__dirname, '../..');
-/** A script being rewritten on another branch; it joins this test when it uses scripts/lib/cli.ts. */
-const notYetOnTheSharedHelper = new Set(['send-test-event']);
 const scriptDeadlineMillis = 20_000;
 
 const logger = createLogger('silent');
@@ -41,26 +39,13 @@ async function typeScriptScripts(): Promise<Array<[string, string]>> {
   const { scripts } = JSON.parse(await readFile(path.join(repositoryRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
   return Object.entries(scripts).flatMap(([name, command]) => {
     const file = /^tsx (scripts\/\S+\.ts)$/.exec(command)?.[1];
-    return file && !notYetOnTheSharedHelper.has(name) ? [[name, file] as [string, string]] : [];
+    return file ? [[name, file] as [string, string]] : [];
   });
 }
 
-function runScript(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    // One process (node with tsx as a loader, as `npm run` does), killed if it overstays.
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', path.join(repositoryRoot, file), ...args],
-      {
-        cwd: repositoryRoot,
-        timeout: scriptDeadlineMillis,
-        killSignal: 'SIGKILL',
-        env: { PATH: process.env.PATH, HOME: os.tmpdir(), DATABASE_URL: databaseUrl(emptyDatabaseName), STRIPE_API_KEY: 'sk_test_unused', DATA_DIR: dataDir },
-      },
-      (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
-    );
-  });
-}
+/** A script with nothing configured but an empty database and an empty data dir. */
+const runWithEmptyState = (file: string, args: string[]) =>
+  runScript(file, args, { PATH: process.env.PATH, HOME: os.tmpdir(), DATABASE_URL: databaseUrl(emptyDatabaseName), STRIPE_API_KEY: 'sk_test_unused', DATA_DIR: dataDir }, scriptDeadlineMillis);
 
 async function tablesIn(db: Database): Promise<string[]> {
   const { rows } = await db.query<{ table_name: string }>("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'");
@@ -68,12 +53,12 @@ async function tablesIn(db: Database): Promise<string[]> {
 }
 
 test('the scripts checked here are the ones package.json runs', async () => {
-  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'recover-events']);
+  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'recover-events', 'send-test-event']);
 });
 
 test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --help leaves an empty database empty)', async () => {
   for (const [name, file] of await typeScriptScripts()) {
-    const result = await runScript(file, ['--help']);
+    const result = await runWithEmptyState(file, ['--help']);
     expect({ name, code: result.code, stderr: result.stderr }).toEqual({ name, code: 0, stderr: '' });
     expect(result.stdout).toMatch(new RegExp(`^Usage: npm run ${name}\\b`));
     expect(result.stdout).toContain('--help');
@@ -84,7 +69,7 @@ test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --
 
 test('an unknown option prints the problem and the usage on stderr and exits 2, changing nothing', async () => {
   for (const [name, file] of await typeScriptScripts()) {
-    const result = await runScript(file, ['--no-such-option']);
+    const result = await runWithEmptyState(file, ['--no-such-option']);
     expect({ name, code: result.code, stdout: result.stdout }).toEqual({ name, code: 2, stdout: '' });
     expect(result.stderr).toContain(`${name}: Unknown option '--no-such-option'`);
     expect(result.stderr).toContain(`Usage: npm run ${name}`);
@@ -99,9 +84,12 @@ test('a malformed value is a usage error too (exit 2, naming the option)', async
     ['scripts/recover-missed-events.ts', ['--since', 'yesterday'], '--since must look like 72h, 3d or an ISO date'],
     ['scripts/make-token.ts', ['--user', 'alice', '--ttl', 'forever'], '--ttl must be a duration'],
     ['scripts/make-token.ts', [], '--user is required'],
+    ['scripts/send-test-event.ts', ['--type', 'gift'], '--type must be one of paid, unpaid'],
+    ['scripts/send-test-event.ts', ['--credits', '2.5'], '--credits must be a whole number from 1'],
+    ['scripts/send-test-event.ts', ['--user', ' '], '--user must not be empty'],
   ];
   for (const [file, args, message] of cases) {
-    const result = await runScript(file, args);
+    const result = await runWithEmptyState(file, args);
     expect({ file, code: result.code }).toEqual({ file, code: 2 });
     expect(result.stderr).toContain(message);
     expect(result.stderr).toContain('Usage:');

@@ -1,12 +1,10 @@
 /** `npm run make-token`: a development session token, signed with the key the service uses; never in production. */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
 import { devSessionKeyPath } from '../../service/devSecret';
-
-const script = path.resolve(__dirname, '../make-token.ts');
+import { runScript } from '../../service/test/support/scriptProcess';
 
 let dir: string;
 beforeEach(async () => {
@@ -16,16 +14,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function makeToken(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', script, ...args],
-      { env: { PATH: process.env.PATH, DATA_DIR: dir, ...env }, timeout: 20_000, killSignal: 'SIGKILL' },
-      (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
-    );
-  });
-}
+const makeToken = (args: string[], env: Record<string, string> = {}) => runScript('scripts/make-token.ts', args, { PATH: process.env.PATH, DATA_DIR: dir, ...env });
 
 const key = (text: string) => new TextEncoder().encode(text);
 

@@ -1,6 +1,7 @@
 import type Stripe from 'stripe';
 import type { CreditCatalog } from '../credits/catalog';
-import { readMetadata, readStripeId, readUserId } from '../credits/outcome';
+import { readUserId } from '../credits/outcome';
+import { readMetadata, readStripeId } from '../stripe/fields';
 import type { Database, Queryable } from '../db';
 import type { LineItemsFetcher } from '../credits/checkout';
 import { recordCheckoutStatus } from './checkout';
@@ -9,6 +10,11 @@ import { fulfilCheckoutFromApi, recordSubscriptionFromApi } from './fulfilFromAp
 
 /** One sync per user per this long, across replicas: a flood of clicks cannot use up Stripe's rate limit. */
 export const defaultSyncIntervalSeconds = 10;
+/**
+ * A subscription's paid invoices a sync reads, newest first: the current period's regular invoice and the
+ * proration invoices of changes within it (only the current period counts).
+ */
+const recentPaidInvoicesPerSubscription = 3;
 
 export type SessionSyncStatus = 'applied' | 'awaiting_payment' | 'processing' | 'expired' | 'unmatched';
 
@@ -116,8 +122,9 @@ export async function syncPayments(deps: SyncDeps, userId: string, onlySession?:
   }
   for (const subscriptionId of subscriptionIds) {
     const subscription = await deps.stripe.subscriptions.retrieve(subscriptionId);
-    const outcome = await recordSubscriptionFromApi(deps, subscription);
-    if (outcome.status === 'processed') report.changed = true;
+    const paidInvoices = await deps.stripe.invoices.list({ subscription: subscriptionId, status: 'paid', limit: recentPaidInvoicesPerSubscription });
+    const outcomes = await recordSubscriptionFromApi(deps, subscription, paidInvoices.data);
+    if (outcomes.some((outcome) => outcome.status === 'processed')) report.changed = true;
     report.subscription = { subscription_id: subscription.id, status: subscription.status };
   }
   return report;

@@ -1,9 +1,10 @@
 import type { Queryable } from '../db';
-import type { StripeEvent } from '../webhook/stripeEvent';
+import { readMetadata, readStripeId, readText, readWholeNumber } from '../stripe/fields';
 import { parseCreditsText, type CreditCatalog } from './catalog';
 import { adjustCredits } from './ledger';
-import { readMetadata, readStripeId, readUserId, unmatched, type HandlerOutcome } from './outcome';
-import { paymentLockKey, settleRefund, type RefundState } from './refunds';
+import { readUserId, unmatched, type HandlerOutcome } from './outcome';
+import { paymentLockKey, settlePurchaseTakeBack } from './purchaseTakeBack';
+import type { ObjectSource } from './source';
 import { linkSubscriptionToUser, subscriptionLockKey } from './subscriptions';
 
 export type CreditsResolution = { credits: number } | { problem: string };
@@ -18,19 +19,8 @@ export type LineItemsFetcher = (sessionId: string) => Promise<LineItem[]>;
 
 type PurchaseStatus = 'pending' | 'paid' | 'failed';
 
-const targetStatusByEvent: Record<string, (session: Record<string, unknown>) => PurchaseStatus> = {
-  // 'no_payment_required' is a session fully paid by a 100% discount the merchant chose to give.
-  'checkout.session.completed': (session) => (session.payment_status === 'unpaid' ? 'pending' : 'paid'),
-  'checkout.session.async_payment_succeeded': () => 'paid',
-  'checkout.session.async_payment_failed': () => 'failed',
-};
-
-export function isCheckoutEvent(type: string): boolean {
-  return Object.hasOwn(targetStatusByEvent, type);
-}
-
-export function checkoutLockKey(event: StripeEvent): string | undefined {
-  const session = event.data.object;
+/** The Stripe object whose transactions are serialised with this session's: its payment, or its subscription. */
+export function checkoutLockKey(session: Record<string, unknown>): string | undefined {
   if (session.mode === 'subscription') {
     const subscriptionId = readStripeId(session.subscription);
     return subscriptionId ? subscriptionLockKey(subscriptionId) : undefined;
@@ -40,9 +30,8 @@ export function checkoutLockKey(event: StripeEvent): string | undefined {
 }
 
 /** True when the session's credits can only be known by asking Stripe for its line items. */
-export function needsLineItems(event: StripeEvent): boolean {
-  const session = event.data.object;
-  return isCheckoutEvent(event.type) && session.mode === 'payment' && readMetadata(session).credits === undefined;
+export function needsLineItems(session: Record<string, unknown>): boolean {
+  return session.mode === 'payment' && readMetadata(session).credits === undefined;
 }
 
 /**
@@ -50,12 +39,11 @@ export function needsLineItems(event: StripeEvent): boolean {
  * each line item's price times its quantity. Runs before the transaction, since it may call Stripe.
  */
 export async function resolveCheckoutCredits(
-  event: StripeEvent,
+  session: Record<string, unknown>,
   catalog: CreditCatalog,
   fetchLineItems: LineItemsFetcher | undefined,
 ): Promise<CreditsResolution | undefined> {
-  const session = event.data.object;
-  if (!isCheckoutEvent(event.type) || session.mode !== 'payment') return undefined;
+  if (session.mode !== 'payment') return undefined;
   const metadataCredits = readMetadata(session).credits;
   if (metadataCredits !== undefined) {
     const credits = parseCreditsText(metadataCredits);
@@ -70,37 +58,48 @@ export async function resolveCheckoutCredits(
     const perUnit = catalog.packageCredits(item.priceId);
     if (perUnit !== undefined) credits += perUnit * item.quantity;
   }
-  return credits > 0 ? { credits } : { problem: 'none of the session\'s prices is in the credit catalog' };
+  return credits > 0 ? { credits } : { problem: "none of the session's prices is in the credit catalog" };
 }
 
-export async function applyCheckoutSession(tx: Queryable, event: StripeEvent, credits: CreditsResolution | undefined): Promise<HandlerOutcome> {
-  const session = event.data.object;
+export interface CheckoutFulfilment {
+  /** What the session sells, resolved beforehand (resolveCheckoutCredits); only for mode `payment`. */
+  credits: CreditsResolution | undefined;
+  /** checkout.session.async_payment_failed: the delayed payment failed (the session still says `unpaid`). */
+  paymentFailed?: boolean;
+  catalog: CreditCatalog;
+}
+
+/**
+ * A completed Checkout session (from checkout.session.* events, or read from the Stripe API). Mode `payment`:
+ * `paid` (or `no_payment_required`) grants the session's credits to its user once, `unpaid` (delayed payment
+ * methods) records a pending purchase that a later paid state grants or a failure closes. Mode
+ * `subscription`: links the subscription and customer to the user.
+ */
+export async function fulfilCheckoutSession(
+  tx: Queryable,
+  session: Record<string, unknown>,
+  source: ObjectSource,
+  fulfilment: CheckoutFulfilment,
+): Promise<HandlerOutcome> {
   const userId = readUserId(session.client_reference_id, readMetadata(session).user_id);
   if (session.mode === 'subscription') {
-    if (event.type !== 'checkout.session.completed') return { status: 'ignored', reason: 'subscription sessions are settled by subscription events' };
     const subscriptionId = readStripeId(session.subscription);
     if (!userId) return unmatched('subscription session has no client_reference_id or metadata.user_id');
     if (!subscriptionId) return unmatched('subscription session has no subscription id');
-    return linkSubscriptionToUser(tx, { userId, subscriptionId, customerId: readStripeId(session.customer), stripeEventId: event.id });
+    return linkSubscriptionToUser(tx, { userId, subscriptionId, customerId: readStripeId(session.customer) }, source, fulfilment.catalog);
   }
   if (session.mode !== 'payment') return { status: 'ignored', reason: `checkout mode "${String(session.mode)}" sells no credits` };
   if (!userId) return unmatched('session has no client_reference_id or metadata.user_id');
+  const { credits } = fulfilment;
   if (!credits || 'problem' in credits) return unmatched(credits?.problem ?? 'session sells no credits', userId);
-  return recordPurchase(tx, event, userId, credits.credits, targetStatusByEvent[event.type]!(session));
-}
-
-interface PurchaseTransition {
-  id: number;
-  userId: string;
-  status: PurchaseStatus;
-  credits: number;
-  creditsRefunded: number;
-  refund: RefundState | null;
+  const status: PurchaseStatus = fulfilment.paymentFailed ? 'failed' : session.payment_status === 'unpaid' ? 'pending' : 'paid';
+  return recordPurchase(tx, session, source, userId, credits.credits, status);
 }
 
 // Inserts the purchase, or moves a pending one on; returns a row only when this call made the change, so
-// credits are granted exactly once per session whichever of its events arrives first or twice. The refund
-// subquery sees refunds committed before this transaction took the payment's lock.
+// credits are granted exactly once per session whichever of its events (or reads) arrives first or twice.
+// `reversed`: refunds or disputes of its payment arrived first (committed before this transaction took the
+// payment's lock), so they apply now; a plain purchase costs no further statement.
 const recordPurchaseSql = `
   INSERT INTO credit_purchases (user_id, stripe_checkout_session_id, payment_intent, credits, amount_total, currency, livemode, status, paid_at)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8 = 'paid' THEN now() END)
@@ -108,37 +107,36 @@ const recordPurchaseSql = `
     SET status = EXCLUDED.status, paid_at = EXCLUDED.paid_at,
         payment_intent = COALESCE(credit_purchases.payment_intent, EXCLUDED.payment_intent)
     WHERE credit_purchases.status = 'pending' AND EXCLUDED.status <> 'pending'
-  RETURNING id, user_id AS "userId", status, credits, credits_refunded AS "creditsRefunded",
-    (SELECT json_build_object('amount', r.amount, 'amountRefunded', r.amount_refunded)
-       FROM charge_refunds r WHERE r.payment_intent = credit_purchases.payment_intent) AS refund`;
+  RETURNING user_id AS "userId", status, credits, payment_intent AS "paymentIntent",
+    EXISTS (SELECT 1 FROM charge_refunds c WHERE c.payment_intent = credit_purchases.payment_intent)
+      OR EXISTS (SELECT 1 FROM payment_refunds r WHERE r.payment_intent = credit_purchases.payment_intent)
+      OR EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_intent = credit_purchases.payment_intent) AS reversed`;
 
-async function recordPurchase(tx: Queryable, event: StripeEvent, userId: string, credits: number, status: PurchaseStatus): Promise<HandlerOutcome> {
-  const session = event.data.object;
-  const sessionId = readStripeId(session.id)!;
-  const { rows } = await tx.query<PurchaseTransition>(recordPurchaseSql, [
+async function recordPurchase(
+  tx: Queryable,
+  session: Record<string, unknown>,
+  source: ObjectSource,
+  userId: string,
+  credits: number,
+  status: PurchaseStatus,
+): Promise<HandlerOutcome> {
+  const sessionId = readStripeId(session.id);
+  if (!sessionId) return unmatched('session has no id', userId);
+  const { rows } = await tx.query<{ userId: string; status: PurchaseStatus; credits: number; paymentIntent: string | null; reversed: boolean }>(recordPurchaseSql, [
     userId,
     sessionId,
     readStripeId(session.payment_intent) ?? null,
     credits,
-    typeof session.amount_total === 'number' ? session.amount_total : null,
-    typeof session.currency === 'string' ? session.currency : null,
-    event.livemode,
+    readWholeNumber(session.amount_total) ?? null,
+    readText(session.currency) ?? null,
+    session.livemode === true,
     status,
   ]);
   const purchase = rows[0];
   if (!purchase) return { status: 'processed', userId, note: 'purchase already settled by an earlier event' };
   if (purchase.status !== 'paid') return { status: 'processed', userId: purchase.userId, note: `purchase ${purchase.status}` };
 
-  await adjustCredits(tx, {
-    userId: purchase.userId,
-    bucket: 'purchased',
-    delta: purchase.credits,
-    reason: 'credit_purchase',
-    stripeEventId: event.id,
-    sourceId: sessionId,
-  });
-  if (purchase.refund) {
-    await settleRefund(tx, { id: purchase.id, userId: purchase.userId, sessionId, credits: purchase.credits, creditsRefunded: purchase.creditsRefunded }, purchase.refund, event.id);
-  }
+  await adjustCredits(tx, { userId: purchase.userId, bucket: 'purchased', delta: purchase.credits, reason: 'credit_purchase', stripeEventId: source.eventId, sourceId: sessionId });
+  if (purchase.paymentIntent && purchase.reversed) await settlePurchaseTakeBack(tx, purchase.paymentIntent, source);
   return { status: 'processed', userId: purchase.userId };
 }

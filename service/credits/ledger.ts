@@ -7,7 +7,8 @@ export interface CreditAdjustment {
   bucket: CreditBucket;
   delta: number;
   reason: string;
-  stripeEventId: string;
+  /** The event that caused the change; absent when a read from the Stripe API did. */
+  stripeEventId: string | undefined;
   /** The Stripe object behind the change (checkout session, subscription, charge). */
   sourceId: string;
 }
@@ -32,5 +33,5 @@ const adjustSqlByBucket: Record<CreditBucket, string> = {
 export async function adjustCredits(tx: Queryable, adjustment: CreditAdjustment): Promise<void> {
   if (adjustment.delta === 0) return;
   const { userId, bucket, delta, reason, stripeEventId, sourceId } = adjustment;
-  await tx.query(adjustSqlByBucket[bucket], [userId, bucket, delta, reason, stripeEventId, sourceId]);
+  await tx.query(adjustSqlByBucket[bucket], [userId, bucket, delta, reason, stripeEventId ?? null, sourceId]);
 }

@@ -17,15 +17,3 @@ export function readUserId(...candidates: unknown[]): string | undefined {
   }
   return undefined;
 }
-
-/** Stripe fields that are an id, or the expanded object carrying it. */
-export function readStripeId(value: unknown): string | undefined {
-  if (typeof value === 'string' && value) return value;
-  if (typeof value === 'object' && value !== null && typeof (value as { id?: unknown }).id === 'string') return (value as { id: string }).id;
-  return undefined;
-}
-
-export function readMetadata(object: Record<string, unknown>): Record<string, unknown> {
-  const metadata = object.metadata;
-  return typeof metadata === 'object' && metadata !== null ? (metadata as Record<string, unknown>) : {};
-}

@@ -1,82 +1,52 @@
 import type { Queryable } from '../db';
-import type { StripeEvent } from '../webhook/stripeEvent';
-import { adjustCredits } from './ledger';
-import { readStripeId, unmatched, type HandlerOutcome } from './outcome';
+import { unsuccessfulRefundStatuses, type Charge, type Refund } from '../stripe/payments';
+import { unmatched, type HandlerOutcome } from './outcome';
+import { settlePurchaseTakeBack } from './purchaseTakeBack';
+import type { ObjectSource } from './source';
 
-export interface RefundState {
-  amount: number;
-  amountRefunded: number;
-}
+// One row per refund. A failed or canceled refund never succeeds again, so `counted` only ever turns false,
+// whatever order its events (refund.created/updated/failed, charge.refund.updated) arrive in.
+const storeRefundSql = `
+  INSERT INTO payment_refunds AS r (id, payment_intent, charge_id, amount, status, counted) VALUES ($1, $2, $3, $4, $5, $6)
+  ON CONFLICT (id) DO UPDATE SET
+    status = CASE WHEN r.counted THEN EXCLUDED.status ELSE r.status END,
+    counted = r.counted AND EXCLUDED.counted,
+    charge_id = COALESCE(r.charge_id, EXCLUDED.charge_id),
+    updated_at = now()`;
 
-export interface PaidPurchase {
-  id: number;
-  userId: string;
-  sessionId: string;
-  credits: number;
-  creditsRefunded: number;
-}
-
-/** Refunds and the purchase they claw back from are serialised per payment (see eventLog.claimEvent). */
-export const paymentLockKey = (paymentIntentId: string) => `payment:${paymentIntentId}`;
-
-export function chargeLockKey(event: StripeEvent): string | undefined {
-  const paymentIntent = readStripeId(event.data.object.payment_intent);
-  return paymentIntent ? paymentLockKey(paymentIntent) : undefined;
+async function storeRefund(tx: Queryable, refund: Refund, paymentIntentId: string): Promise<void> {
+  await tx.query(storeRefundSql, [refund.id, paymentIntentId, refund.chargeId ?? null, refund.amount, refund.status, !unsuccessfulRefundStatuses.has(refund.status)]);
 }
 
 /**
- * `charge.refunded` carries the cumulative `amount_refunded`, so the clawback is recomputed from the largest
- * amount seen: a second (or replayed, or out-of-order) refund event only takes the difference. The refund is
- * kept even when its purchase is unknown yet, and applied when the purchase's checkout event arrives.
+ * refund.created / refund.updated / refund.failed / charge.refund.updated: the refund is kept by its id with
+ * its amount and status, and the purchase's credits follow the sum of its refunds that are not failed or
+ * canceled (a failed refund gives its credits back).
  */
-export async function applyChargeRefunded(tx: Queryable, event: StripeEvent): Promise<HandlerOutcome> {
-  const charge = event.data.object;
-  const paymentIntent = readStripeId(charge.payment_intent);
-  const chargeId = readStripeId(charge.id);
-  const amount = charge.amount;
-  const amountRefunded = charge.amount_refunded;
-  if (!paymentIntent || !chargeId) return unmatched('charge has no id or payment_intent');
-  if (!isCents(amount) || amount === 0 || !isCents(amountRefunded)) return unmatched('charge amount or amount_refunded is not a whole number of cents');
-
-  const { rows: refundRows } = await tx.query<RefundState>(
-    `INSERT INTO charge_refunds (payment_intent, charge_id, amount, amount_refunded) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (payment_intent) DO UPDATE
-       SET amount_refunded = GREATEST(charge_refunds.amount_refunded, EXCLUDED.amount_refunded), updated_at = now()
-     RETURNING amount, amount_refunded AS "amountRefunded"`,
-    [paymentIntent, chargeId, amount, amountRefunded],
-  );
-  const { rows } = await tx.query<PaidPurchase>(
-    `SELECT id, user_id AS "userId", stripe_checkout_session_id AS "sessionId", credits, credits_refunded AS "creditsRefunded"
-     FROM credit_purchases WHERE payment_intent = $1 AND status = 'paid' FOR UPDATE`,
-    [paymentIntent],
-  );
-  const purchase = rows[0];
-  if (!purchase) return unmatched('no paid credit purchase for this payment yet; the refund is kept and applied if one arrives');
-  await settleRefund(tx, purchase, refundRows[0]!, event.id);
-  return { status: 'processed', userId: purchase.userId };
+export async function recordRefund(tx: Queryable, refund: Refund, source: ObjectSource): Promise<HandlerOutcome> {
+  if (!refund.paymentIntentId) return unmatched('refund has no payment_intent: it cannot be matched to a purchase');
+  await storeRefund(tx, refund, refund.paymentIntentId);
+  return settlePurchaseTakeBack(tx, refund.paymentIntentId, source);
 }
+
+// The newest report of the cumulative amount counts: it goes down when a refund fails.
+const storeChargeSql = `
+  INSERT INTO charge_refunds AS c (payment_intent, charge_id, amount, amount_refunded, reported_at) VALUES ($1, $2, $3, $4, to_timestamp($5))
+  ON CONFLICT (payment_intent) DO UPDATE SET
+    amount = EXCLUDED.amount,
+    amount_refunded = CASE WHEN EXCLUDED.reported_at >= c.reported_at THEN EXCLUDED.amount_refunded ELSE c.amount_refunded END,
+    reported_at = GREATEST(c.reported_at, EXCLUDED.reported_at),
+    updated_at = now()`;
 
 /**
- * Claws back credits in proportion to the refunded share of the charge, rounded down (a full refund takes
- * every credit). The purchased balance may go below zero when the credits were already spent: the debt is
- * visible in the ledger and blocks spending until the user buys again.
+ * charge.refunded: the charge's amount and cumulative `amount_refunded` (current API versions carry no list
+ * of refunds; older ones do, and each is kept as a refund). The cumulative amount decides only until refund
+ * objects of the payment are known.
  */
-export async function settleRefund(tx: Queryable, purchase: PaidPurchase, refund: RefundState, stripeEventId: string): Promise<void> {
-  const refundedShare = Math.min(refund.amountRefunded, refund.amount);
-  const creditsToRefund = Math.floor((purchase.credits * refundedShare) / refund.amount);
-  const delta = creditsToRefund - purchase.creditsRefunded;
-  if (delta <= 0) return;
-  await tx.query('UPDATE credit_purchases SET credits_refunded = $2, amount_refunded = $3 WHERE id = $1', [purchase.id, creditsToRefund, refundedShare]);
-  await adjustCredits(tx, {
-    userId: purchase.userId,
-    bucket: 'purchased',
-    delta: -delta,
-    reason: 'refund',
-    stripeEventId,
-    sourceId: purchase.sessionId,
-  });
-}
-
-function isCents(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+export async function recordChargeRefunded(tx: Queryable, charge: Charge, source: ObjectSource): Promise<HandlerOutcome> {
+  if (!charge.paymentIntentId) return unmatched('charge has no payment_intent: it cannot be matched to a purchase');
+  if (charge.amount === 0) return unmatched('charge amount is 0: nothing was paid');
+  await tx.query(storeChargeSql, [charge.paymentIntentId, charge.id, charge.amount, charge.amountRefunded, source.asOfSeconds]);
+  for (const refund of charge.refunds) await storeRefund(tx, refund, charge.paymentIntentId);
+  return settlePurchaseTakeBack(tx, charge.paymentIntentId, source);
 }

@@ -1,262 +1,175 @@
 import type { Queryable } from '../db';
-import type { StripeEvent } from '../webhook/stripeEvent';
-import { parseCreditsText, type CreditCatalog } from './catalog';
-import { adjustCredits } from './ledger';
-import { readMetadata, readStripeId, readUserId, unmatched, type HandlerOutcome } from './outcome';
+import { endedSubscriptionStatuses, type Subscription } from '../stripe/subscription';
+import { allowanceOf, metadataPriceCredits, priceUnits, unknownPriceReason } from './allowance';
+import type { CreditCatalog } from './catalog';
+import { readUserId, unmatched, type HandlerOutcome } from './outcome';
+import type { ObjectSource } from './source';
+import { settleSubscriptionCredits } from './subscriptionCredits';
 
-/** Subscription events and the Checkout session that links a subscription to its user are serialised per subscription. */
+/** A subscription's states, its invoices and the Checkout session that links it are serialised per subscription. */
 export const subscriptionLockKey = (subscriptionId: string) => `subscription:${subscriptionId}`;
 
-export function subscriptionEventLockKey(event: StripeEvent): string | undefined {
-  const id = readStripeId(event.data.object.id);
-  return id ? subscriptionLockKey(id) : undefined;
-}
+/** Where a status sits in a subscription's life; orders two states of the same second when Stripe cannot be asked. */
+const lifecycleRank: Record<string, number> = { incomplete: 0, trialing: 1, active: 2, past_due: 3, unpaid: 4, paused: 4, incomplete_expired: 5, canceled: 5 };
 
 const entitledStatuses = new Set(['active', 'trialing']);
-const endedStatuses = new Set(['canceled', 'incomplete_expired']);
 
-interface SubscriptionState {
-  id: string;
-  customerId: string | null;
-  userId: string | null;
-  status: string;
-  priceId: string | null;
-  plan: string | null;
-  monthlyCredits: number | null;
-  periodStart: number | null;
-  periodEnd: number | null;
+// The newest state wins: the later `created` (one-second resolution), then a state read from the Stripe API
+// (Stripe's own current view) over one from an event, then the later billing period, then the later lifecycle
+// stage (incomplete < trialing < active < past_due < unpaid, paused < ended), then, between states equal in all
+// of these, the greater event id. Arrival order never matters. Whatever wins: `ended` stays true once seen, the
+// owner and customer are kept once known, and every price's metadata credits are remembered.
+const stateColumns = [
+  'status',
+  'price_id',
+  'plan',
+  'monthly_credits',
+  'current_period_start',
+  'current_period_end',
+  'collection_paused',
+  'lifecycle_rank',
+  'event_created',
+  'fetched_at',
+  'event_id',
+];
+const isNewer = `(s.event_created, COALESCE(s.fetched_at, '-infinity'), COALESCE(s.current_period_start, '-infinity'), s.lifecycle_rank, s.event_id)
+  < (EXCLUDED.event_created, COALESCE(EXCLUDED.fetched_at, '-infinity'), COALESCE(EXCLUDED.current_period_start, '-infinity'), EXCLUDED.lifecycle_rank, EXCLUDED.event_id)`;
+// `tied`: another event of the same second is stored, and Stripe's current state was not read yet.
+const storeStateSql = `
+  WITH stored AS (SELECT event_created, event_id, fetched_at FROM stripe_subscriptions WHERE id = $1)
+  INSERT INTO stripe_subscriptions AS s (id, customer_id, user_id, subscription_created, ended, price_credits, ${stateColumns.join(', ')})
+  VALUES ($1, $2, $3, to_timestamp($4), $5, $6::jsonb, $7, $8, $9, $10, to_timestamp($11), to_timestamp($12), $13, $14,
+          to_timestamp($15), CASE WHEN $16::boolean THEN now() END, $17)
+  ON CONFLICT (id) DO UPDATE SET
+    customer_id = COALESCE(s.customer_id, EXCLUDED.customer_id),
+    user_id = COALESCE(s.user_id, EXCLUDED.user_id),
+    subscription_created = COALESCE(s.subscription_created, EXCLUDED.subscription_created),
+    ended = s.ended OR EXCLUDED.ended,
+    price_credits = s.price_credits || EXCLUDED.price_credits,
+    ${stateColumns.map((column) => `${column} = CASE WHEN ${isNewer} THEN EXCLUDED.${column} ELSE s.${column} END`).join(',\n    ')},
+    updated_at = now()
+  RETURNING s.user_id AS "userId", s.customer_id AS "customerId",
+    EXISTS (SELECT 1 FROM stored WHERE stored.event_created = to_timestamp($15) AND stored.event_id <> $17 AND stored.fetched_at IS NULL) AS tied`;
+
+// A period's plan allowance is the largest of any active or trialing state seen in it, in whatever order.
+const recordPeriodSql = `
+  INSERT INTO subscription_periods (subscription_id, period_start, period_end, plan_allowance)
+  VALUES ($1, to_timestamp($2), to_timestamp($3), $4)
+  ON CONFLICT (subscription_id, period_start) DO UPDATE SET
+    period_end = GREATEST(subscription_periods.period_end, EXCLUDED.period_end),
+    plan_allowance = GREATEST(subscription_periods.plan_allowance, EXCLUDED.plan_allowance)`;
+
+export interface RecordedSubscriptionState {
+  outcome: HandlerOutcome;
+  /** Another event of the same second is stored: only Stripe's current state (read from the API) can decide. */
+  tied: boolean;
 }
 
 /**
- * Reads the subscription as Stripe sent it. The billing period is on the subscription in API versions
- * before 2025-03-31 and on its items from then on; both are accepted.
+ * A subscription's state (customer.subscription.created / updated / deleted, or read from the Stripe API):
+ * stored if it is the newest, its period's plan allowance raised if it is active or trialing, and the owner's
+ * subscription credits settled. `deleted` marks the state of a customer.subscription.deleted event.
  */
-export function readSubscription(subscription: Record<string, unknown>, catalog: CreditCatalog): SubscriptionState {
-  const items = ((subscription.items as { data?: unknown } | undefined)?.data ?? []) as Array<Record<string, unknown>>;
-  let monthlyCredits: number | null = null;
-  let priceId: string | null = null;
-  let plan: string | null = null;
-  for (const item of items) {
-    const price = (item.price ?? item.plan ?? {}) as Record<string, unknown>;
-    const id = readStripeId(price.id);
-    const perUnit = (id ? catalog.plan(id)?.monthlyCredits : undefined) ?? parseCreditsText(readMetadata(price).monthly_credits);
-    const quantity = typeof item.quantity === 'number' && item.quantity > 0 ? item.quantity : 1;
-    if (perUnit !== undefined) monthlyCredits = (monthlyCredits ?? 0) + perUnit * quantity;
-    if (id && (priceId === null || perUnit !== undefined)) {
-      priceId = id;
-      plan = (catalog.plan(id)?.name ?? (typeof price.nickname === 'string' ? price.nickname : null)) || id;
-    }
-  }
-  const periodHolder = items.find((item) => typeof item.current_period_start === 'number') ?? subscription;
-  return {
-    id: readStripeId(subscription.id)!,
-    customerId: readStripeId(subscription.customer) ?? null,
-    userId: readUserId(readMetadata(subscription).user_id) ?? null,
-    status: typeof subscription.status === 'string' ? subscription.status : 'unknown',
-    priceId,
+export async function recordSubscriptionState(
+  tx: Queryable,
+  subscription: Subscription,
+  source: ObjectSource,
+  catalog: CreditCatalog,
+  options: { deleted?: boolean } = {},
+): Promise<RecordedSubscriptionState> {
+  const ended = options.deleted === true || endedSubscriptionStatuses.has(subscription.status);
+  const status = ended && !endedSubscriptionStatuses.has(subscription.status) ? 'canceled' : subscription.status;
+  const units = subscription.items.map((item) => priceUnits(item.price, item.quantity));
+  const allowance = allowanceOf(units, catalog, {});
+  const monthlyCredits = allowance.unknownPrices.length > 0 ? null : allowance.credits;
+  const main = subscription.items.find((item) => catalog.plan(item.price.id)) ?? subscription.items[0];
+  const plan = main ? (catalog.plan(main.price.id)?.name ?? main.price.nickname ?? main.price.id) : null;
+  const { rows } = await tx.query<{ userId: string | null; customerId: string | null; tied: boolean }>(storeStateSql, [
+    subscription.id,
+    subscription.customerId ?? null,
+    readUserId(subscription.metadata.user_id) ?? null,
+    subscription.createdSeconds ?? null,
+    ended,
+    JSON.stringify(metadataPriceCredits(units)),
+    status,
+    main?.price.id ?? null,
     plan,
     monthlyCredits,
-    periodStart: unixSeconds(periodHolder.current_period_start),
-    periodEnd: unixSeconds(periodHolder.current_period_end),
-  };
+    subscription.period?.start ?? null,
+    subscription.period?.end ?? null,
+    subscription.collectionPaused,
+    Object.hasOwn(lifecycleRank, status) ? lifecycleRank[status] : 0,
+    source.asOfSeconds,
+    source.fromApi,
+    source.eventId ?? '',
+  ]);
+  const stored = rows[0]!;
+  const tied = stored.tied && !source.fromApi;
+
+  const entitled = entitledStatuses.has(status) && !ended && !subscription.collectionPaused;
+  if (subscription.period) {
+    await tx.query(recordPeriodSql, [subscription.id, subscription.period.start, subscription.period.end, entitled ? monthlyCredits : null]);
+  }
+
+  const userId = stored.userId ?? (await ownerByCustomer(tx, subscription.id, stored.customerId));
+  if (!userId) return { tied, outcome: unmatched('subscription has no known user yet; its state is kept and applied when its Checkout session arrives') };
+  const outcome = await settleSubscriptionCredits(tx, userId, source, catalog);
+  if (allowance.unknownPrices.length > 0) return { tied, outcome: unmatched(unknownPriceReason(allowance.unknownPrices), userId) };
+  return { tied, outcome };
 }
 
-// The newest state wins. Stripe's `created` has one-second resolution, so ties are broken by a rule that
-// does not depend on arrival order: an ended subscription stays ended, then the later billing period wins,
-// then the greater event id (an arbitrary but deterministic choice).
-const storeStateSql = `
-  INSERT INTO stripe_subscriptions
-    (id, customer_id, user_id, status, price_id, plan, monthly_credits, current_period_start, current_period_end, event_created, ended, event_id)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8), to_timestamp($9), to_timestamp($10), $11, $12)
+// Remembers a subscription's owner (and customer) whether or not Stripe told us about the subscription yet: a
+// placeholder state older than any real one is stored until it does.
+const rememberOwnerSql = `
+  INSERT INTO stripe_subscriptions AS s (id, customer_id, user_id, status, event_created, ended, event_id)
+  VALUES ($1, $2, $3, 'incomplete', '-infinity', false, '')
   ON CONFLICT (id) DO UPDATE SET
-    customer_id = COALESCE(EXCLUDED.customer_id, stripe_subscriptions.customer_id),
-    user_id = COALESCE(EXCLUDED.user_id, stripe_subscriptions.user_id),
-    status = EXCLUDED.status, price_id = EXCLUDED.price_id, plan = EXCLUDED.plan, monthly_credits = EXCLUDED.monthly_credits,
-    current_period_start = EXCLUDED.current_period_start, current_period_end = EXCLUDED.current_period_end,
-    event_created = EXCLUDED.event_created, ended = EXCLUDED.ended, event_id = EXCLUDED.event_id, updated_at = now()
-  WHERE (stripe_subscriptions.event_created, stripe_subscriptions.ended,
-         COALESCE(stripe_subscriptions.current_period_end, '-infinity'), stripe_subscriptions.event_id)
-      < (EXCLUDED.event_created, EXCLUDED.ended, COALESCE(EXCLUDED.current_period_end, '-infinity'), EXCLUDED.event_id)
-  RETURNING user_id AS "userId", customer_id AS "customerId"`;
+    customer_id = COALESCE(s.customer_id, EXCLUDED.customer_id),
+    user_id = COALESCE(s.user_id, EXCLUDED.user_id)
+  RETURNING user_id AS "userId", customer_id AS "customerId", price_credits AS "priceCredits", event_id <> '' AS "stateKnown"`;
 
-/** customer.subscription.created / updated / deleted */
-export async function applySubscriptionEvent(tx: Queryable, event: StripeEvent, catalog: CreditCatalog): Promise<HandlerOutcome> {
-  if (!readStripeId(event.data.object.id)) return unmatched('subscription has no id');
-  const state = readSubscription(event.data.object, catalog);
-  const ended = endedStatuses.has(state.status) || event.type === 'customer.subscription.deleted';
-  const { rows } = await tx.query<{ userId: string | null; customerId: string | null }>(storeStateSql, [
-    state.id,
-    state.customerId,
-    state.userId,
-    ended && !endedStatuses.has(state.status) ? 'canceled' : state.status,
-    state.priceId,
-    state.plan,
-    state.monthlyCredits,
-    state.periodStart,
-    state.periodEnd,
-    event.created,
-    ended,
-    event.id,
-  ]);
-  const stored = rows[0];
-  if (!stored) return { status: 'processed', note: 'older than the stored subscription state' };
+export interface KnownSubscription {
+  userId: string | null;
+  customerId: string | null;
+  priceCredits: Record<string, number>;
+  /** A state of the subscription itself (an event or an API read) arrived, with its prices' metadata. */
+  stateKnown: boolean;
+}
 
-  const linked = await tx.query<{ userId: string }>('SELECT user_id AS "userId" FROM service_subscriptions WHERE stripe_subscription_id = $1', [state.id]);
-  const linkedUserId = linked.rows[0]?.userId;
-  if (linkedUserId) {
-    const outcome = await settleSubscriptionCredits(tx, linkedUserId, event.id);
-    // The user may have signed up again before this one ended: that subscription can be linked now.
-    if (ended) await linkWaitingSubscription(tx, linkedUserId, stored.customerId, event.id);
-    return outcome;
-  }
+/** Records what is known of a subscription's owner and customer; returns the owner, if known by now. */
+export async function rememberSubscription(
+  tx: Queryable,
+  subscriptionId: string,
+  customerId: string | undefined,
+  userId: string | undefined,
+): Promise<KnownSubscription> {
+  const { rows } = await tx.query<KnownSubscription>(rememberOwnerSql, [subscriptionId, customerId ?? null, userId ?? null]);
+  const known = rows[0]!;
+  return { ...known, userId: known.userId ?? (await ownerByCustomer(tx, subscriptionId, known.customerId)) };
+}
 
-  let userId = stored.userId;
-  if (!userId && stored.customerId) {
-    const byCustomer = await tx.query<{ userId: string }>(
-      'SELECT user_id AS "userId" FROM service_subscriptions WHERE stripe_customer_id = $1 ORDER BY updated_at DESC LIMIT 1',
-      [stored.customerId],
-    );
-    userId = byCustomer.rows[0]?.userId ?? null;
-  }
-  if (!userId) return unmatched('subscription has no known user yet; its state is kept and applied when its Checkout session arrives');
-  return linkSubscriptionToUser(tx, { userId, subscriptionId: state.id, customerId: stored.customerId ?? undefined, stripeEventId: event.id });
+/** A subscription without an owner of its own belongs to whoever another subscription of the same customer does. */
+async function ownerByCustomer(tx: Queryable, subscriptionId: string, customerId: string | null): Promise<string | null> {
+  if (!customerId) return null;
+  const { rows } = await tx.query<{ userId: string }>(
+    'SELECT user_id AS "userId" FROM stripe_subscriptions WHERE customer_id = $1 AND user_id IS NOT NULL LIMIT 1',
+    [customerId],
+  );
+  const userId = rows[0]?.userId;
+  if (!userId) return null;
+  await tx.query('UPDATE stripe_subscriptions SET user_id = $2 WHERE id = $1 AND user_id IS NULL', [subscriptionId, userId]);
+  return userId;
 }
 
 export interface SubscriptionLink {
   userId: string;
   subscriptionId: string;
   customerId: string | undefined;
-  stripeEventId: string;
 }
 
-/**
- * Serialises everything that links or settles one user's subscription, so two subscriptions of the same user
- * (a replacement signed up before the old one ended) never miss each other. Always taken before the user's
- * row lock, so it cannot deadlock with it.
- */
-async function lockUser(tx: Queryable, userId: string): Promise<void> {
-  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`user:${userId}`]);
-}
-
-// A user holds one subscription at a time: a new one replaces the linked one only once that has ended.
-const linkSql = `
-  INSERT INTO service_subscriptions (user_id, stripe_customer_id, stripe_subscription_id) VALUES ($1, $2, $3)
-  ON CONFLICT (user_id) DO UPDATE SET
-    stripe_customer_id = COALESCE(EXCLUDED.stripe_customer_id, service_subscriptions.stripe_customer_id),
-    stripe_subscription_id = EXCLUDED.stripe_subscription_id,
-    credited_period_start = CASE WHEN service_subscriptions.stripe_subscription_id = EXCLUDED.stripe_subscription_id
-                                 THEN service_subscriptions.credited_period_start END,
-    credited_allowance = CASE WHEN service_subscriptions.stripe_subscription_id = EXCLUDED.stripe_subscription_id
-                              THEN service_subscriptions.credited_allowance ELSE 0 END,
-    updated_at = now()
-  WHERE service_subscriptions.stripe_subscription_id IS NULL
-     OR service_subscriptions.stripe_subscription_id = EXCLUDED.stripe_subscription_id
-     OR NOT EXISTS (SELECT 1 FROM stripe_subscriptions s WHERE s.id = service_subscriptions.stripe_subscription_id AND NOT s.ended)
-  RETURNING user_id`;
-
-// Remembers which user a subscription belongs to while it cannot be linked yet. A placeholder state (older
-// than any real event) is created when Stripe has not told us about the subscription yet.
-const rememberOwnerSql = `
-  INSERT INTO stripe_subscriptions (id, customer_id, user_id, status, event_created, ended, event_id)
-  VALUES ($1, $2, $3, 'incomplete', '-infinity', false, '')
-  ON CONFLICT (id) DO UPDATE SET
-    user_id = COALESCE(stripe_subscriptions.user_id, EXCLUDED.user_id),
-    customer_id = COALESCE(stripe_subscriptions.customer_id, EXCLUDED.customer_id)`;
-
-/** Links a Stripe subscription (and customer) to our user, then grants what its stored state entitles to. */
-export async function linkSubscriptionToUser(tx: Queryable, link: SubscriptionLink): Promise<HandlerOutcome> {
-  await lockUser(tx, link.userId);
-  const owner = await tx.query<{ userId: string }>('SELECT user_id AS "userId" FROM service_subscriptions WHERE stripe_subscription_id = $1', [
-    link.subscriptionId,
-  ]);
-  if (owner.rows[0] && owner.rows[0].userId !== link.userId) return unmatched('subscription is already linked to another user', link.userId);
-  const { rowCount } = await tx.query(linkSql, [link.userId, link.customerId ?? null, link.subscriptionId]);
-  if (rowCount === 0) {
-    await tx.query(rememberOwnerSql, [link.subscriptionId, link.customerId ?? null, link.userId]);
-    return unmatched('user already has another active subscription; this one is linked when that one ends', link.userId);
-  }
-  return settleSubscriptionCredits(tx, link.userId, link.stripeEventId);
-}
-
-/** After a user's subscription ended: links the newest live subscription that was waiting for that user. */
-async function linkWaitingSubscription(tx: Queryable, userId: string, customerId: string | null, stripeEventId: string): Promise<void> {
-  const { rows } = await tx.query<{ id: string; customerId: string | null }>(
-    `SELECT s.id, s.customer_id AS "customerId" FROM stripe_subscriptions s
-     WHERE NOT s.ended AND (s.user_id = $1 OR ($2::text IS NOT NULL AND s.customer_id = $2))
-       AND NOT EXISTS (SELECT 1 FROM service_subscriptions u WHERE u.stripe_subscription_id = s.id)
-     ORDER BY s.event_created DESC, s.id DESC LIMIT 1`,
-    [userId, customerId],
-  );
-  const waiting = rows[0];
-  if (waiting) await linkSubscriptionToUser(tx, { userId, subscriptionId: waiting.id, customerId: waiting.customerId ?? undefined, stripeEventId });
-}
-
-interface SettlementRow {
-  subscriptionId: string;
-  creditsRemaining: number;
-  creditedPeriodStart: Date | null;
-  creditedAllowance: number;
-  status: string;
-  plan: string | null;
-  monthlyCredits: number | null;
-  periodStart: Date | null;
-  periodEnd: Date | null;
-  ended: boolean;
-}
-
-/**
- * Brings the user's subscription credits in line with the newest stored state of their subscription, so the
- * result never depends on the order events arrived in:
- * - a new billing period resets the bucket to the period's allowance (unused credits expire; the ledger
- *   records the difference); a period that is not paid for (past_due, unpaid, paused, incomplete) has an
- *   allowance of 0 until it is;
- * - within a period, a change of allowance (plan change, payment recovered, paused) adds or removes the
- *   difference, never taking back more than is left;
- * - an ended subscription's credits expire.
- * Purchased credits are never touched.
- */
-export async function settleSubscriptionCredits(tx: Queryable, userId: string, stripeEventId: string): Promise<HandlerOutcome> {
-  await lockUser(tx, userId);
-  const { rows } = await tx.query<SettlementRow>(
-    `SELECT s.id AS "subscriptionId", u.credits_remaining AS "creditsRemaining", u.credited_period_start AS "creditedPeriodStart",
-            u.credited_allowance AS "creditedAllowance", s.status, s.plan, s.monthly_credits AS "monthlyCredits",
-            s.current_period_start AS "periodStart", s.current_period_end AS "periodEnd", s.ended
-     FROM service_subscriptions u JOIN stripe_subscriptions s ON s.id = u.stripe_subscription_id
-     WHERE u.user_id = $1 FOR UPDATE OF u`,
-    [userId],
-  );
-  const row = rows[0];
-  if (!row) return { status: 'processed', userId, note: 'linked; waiting for the subscription state' };
-
-  const allowance = entitledStatuses.has(row.status) && !row.ended ? (row.monthlyCredits ?? 0) : 0;
-  const isNewPeriod =
-    row.periodStart !== null && (row.creditedPeriodStart === null || row.periodStart.getTime() > row.creditedPeriodStart.getTime());
-  let delta: number;
-  let reason: string;
-  let creditedPeriodStart = row.creditedPeriodStart;
-  if (row.ended) {
-    delta = -row.creditsRemaining;
-    reason = 'subscription_ended';
-  } else if (isNewPeriod) {
-    delta = allowance - row.creditsRemaining;
-    reason = allowance > 0 ? 'subscription_period_allowance' : 'subscription_period_expired';
-    creditedPeriodStart = row.periodStart;
-  } else {
-    const change = allowance - row.creditedAllowance;
-    delta = change >= 0 ? change : -Math.min(-change, Math.max(row.creditsRemaining, 0));
-    reason = change >= 0 ? 'subscription_allowance_raised' : 'subscription_allowance_lowered';
-  }
-  await tx.query(
-    `UPDATE service_subscriptions
-     SET plan = $2, status = $3, current_period_start = $4, current_period_end = $5, credited_period_start = $6,
-         credited_allowance = $7, updated_at = now()
-     WHERE user_id = $1`,
-    [userId, row.plan, row.status, row.periodStart, row.periodEnd, creditedPeriodStart, row.ended ? 0 : allowance],
-  );
-  await adjustCredits(tx, { userId, bucket: 'subscription', delta, reason, stripeEventId, sourceId: row.subscriptionId });
-  return { status: 'processed', userId };
-}
-
-function unixSeconds(value: unknown): number | null {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value > 0 ? value : null;
+/** A subscription Checkout session: the subscription (and customer) belong to this user from now on. */
+export async function linkSubscriptionToUser(tx: Queryable, link: SubscriptionLink, source: ObjectSource, catalog: CreditCatalog): Promise<HandlerOutcome> {
+  const known = await rememberSubscription(tx, link.subscriptionId, link.customerId, link.userId);
+  if (known.userId !== link.userId) return unmatched('subscription is already linked to another user', link.userId);
+  return settleSubscriptionCredits(tx, link.userId, source, catalog);
 }

@@ -161,6 +161,28 @@ describe('how many credits', () => {
     expect(await purchaseOf(session.id)).toBeUndefined();
   });
 
+  test('an unmatched session is applied when it comes again once the catalog is fixed, and grants once (defect 9)', async () => {
+    const user = newUser();
+    const newPackage = 'price_pack_added_later';
+    const session = checkoutSession({ client_reference_id: user, metadata: {} });
+    fakeStripe.setCheckoutLineItems(session.id, [{ priceId: newPackage, quantity: 2 }]);
+    const event = stripeEvent('checkout.session.completed', session);
+    expect((await deliver(app.webhookUrl, event)).body.status).toBe('unmatched');
+
+    // The operator adds the package to the catalog and restarts; Stripe's resend (or the replay) brings the event again.
+    const fixed = parseCatalog({ packages: { [newPackage]: { credits: 30 } } }, 'fixed catalog');
+    const stripe = createStripeClient('sk_test_checkout_rules', new URL(fakeStripe.baseUrl));
+    const afterFix = await startTestApp(database.db, { eventContext: { catalog: fixed, fetchLineItems: lineItemsFetcher(stripe) } });
+    try {
+      expect((await deliver(afterFix.webhookUrl, event)).body.status).toBe('processed');
+      expect((await deliver(afterFix.webhookUrl, event)).body.status).toBe('duplicate');
+    } finally {
+      await afterFix.close();
+    }
+    expect(await balanceOf(database.db, user)).toEqual({ purchased: 60, subscription: 0 });
+    expect(await eventRecord(database.db, event.id)).toMatchObject({ status: 'processed', error: null });
+  });
+
   test('no_payment_required (a 100% discount) counts as paid and grants the credits', async () => {
     const user = newUser();
     const session = checkoutSession({ client_reference_id: user, payment_status: 'no_payment_required', amount_total: 0, metadata: { credits: '45' } });

@@ -81,6 +81,15 @@ test('the webhook secret file is kept as a path, to be watched', () => {
   });
 });
 
+test('the database password file is kept as a path, to be read for each connection; it must hold a password from the start', async () => {
+  const passwordFile = path.join(dir, 'database_password');
+  await writeFile(passwordFile, 'pw\n');
+  expect(loadConfig({ DATABASE_PASSWORD_FILE: passwordFile }).databasePasswordFile).toBe(passwordFile);
+  await writeFile(passwordFile, '\n');
+  expect(() => loadConfig({ DATABASE_PASSWORD_FILE: passwordFile })).toThrow(/DATABASE_PASSWORD_FILE points to .*database_password, which is empty/);
+  expect(() => loadConfig({ DATABASE_PASSWORD_FILE: path.join(dir, 'absent') })).toThrow(/DATABASE_PASSWORD_FILE points to .*absent, which cannot be read/);
+});
+
 test('an unreadable *_FILE names the variable and the path', () => {
   expect(() => loadConfig({ STRIPE_API_KEY_FILE: path.join(dir, 'missing') })).toThrow(/STRIPE_API_KEY_FILE points to .*missing, which cannot be read \(ENOENT\)/);
 });

@@ -13,19 +13,19 @@ import { dataDirLockName } from '../dataDirLock';
 import { devSessionKeyPath, devWebhookSecretPath } from '../devSecret';
 import { isProcessAlive } from '../processAlive';
 import { parseSecrets } from '../webhook/secretStore';
+import { runScript } from './support/scriptProcess';
 import { startServiceProcess, stopAllServiceProcesses, waitUntil, type ServiceProcess } from './support/serviceProcess';
 import { checkoutSession, stripeEvent } from './support/stripeFixtures';
 import { deliver } from './support/testApp';
 
 const run = promisify(execFile);
-const repositoryRoot = path.resolve(__dirname, '../..');
 const balancePath = '/api/v1/billing/credits';
 const stopDeadlineMillis = 15_000;
 
 let dataDir: string;
 beforeEach(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'development-start-'));
-  // As root the embedded PostgreSQL runs as the `postgres` user, which must be able to enter the data dir.
+  // As root the embedded PostgreSQL runs as the `postgres` user: a data dir it can enter keeps the cluster itself.
   await chmod(dataDir, 0o755);
 });
 afterEach(async () => {
@@ -41,12 +41,9 @@ function startDevelopmentService(name: string): Promise<ServiceProcess> {
 const messages = (service: ServiceProcess) => service.logLines.map((line) => (JSON.parse(line) as { msg: string }).msg);
 
 async function makeToken(user: string): Promise<string> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', path.join(repositoryRoot, 'scripts/make-token.ts'), '--user', user], {
-    cwd: repositoryRoot,
-    env: { PATH: process.env.PATH, DATA_DIR: dataDir },
-    timeout: 20_000,
-  });
-  return stdout.trim();
+  const made = await runScript('scripts/make-token.ts', ['--user', user], { PATH: process.env.PATH, DATA_DIR: dataDir });
+  expect(made).toMatchObject({ code: 0, stderr: '' });
+  return made.stdout.trim();
 }
 
 /** The embedded server's pid, from its postmaster.pid. */

@@ -1,5 +1,5 @@
 import { createStripeClient } from '../stripeApi';
-import { emptyCatalog } from '../credits/catalog';
+import { emptyCatalog, parseCatalog } from '../credits/catalog';
 import { recoverMissedEvents } from '../recovery';
 import { parseSince } from '../../scripts/recover-missed-events';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
@@ -7,6 +7,8 @@ import { deliver, startTestApp, type TestApp } from './support/testApp';
 import { startLocalStripe, type LocalStripe } from '../../localStripe';
 import { checkoutSession, stripeEvent, unixSeconds } from './support/stripeFixtures';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
+import { eventRecord } from './support/records';
+import { monthlyPeriod, SubscriptionStory } from './support/subscriptionStory';
 
 let database: TestDatabase;
 let fake: LocalStripe;
@@ -50,6 +52,58 @@ test('missed events are applied from Stripe\'s event list, and delivered ones ar
   expect(again).toMatchObject({ listed: 2, processed: 0, duplicate: 2 });
   expect(await balanceOf(database.db, 'user_recovered')).toEqual({ purchased: 30, subscription: 0 });
   expect(await checkInvariants(database.db)).toEqual(invariantsHold);
+});
+
+test('an event that fails keeps its reason in stripe_events.error and in the report, and a later run applies it (defect 11)', async () => {
+  const now = unixSeconds();
+  const failing = purchase('user_recovery_fault', 7, now - 600);
+  fake.addEvent(failing);
+  // A real database fault where the purchase is written: the ledger refuses this user's entries.
+  await database.db.query(`
+    CREATE FUNCTION test_refuse_recovered() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN IF NEW.user_id = 'user_recovery_fault' THEN RAISE EXCEPTION 'injected recovery fault'; END IF; RETURN NEW; END $$;
+    CREATE TRIGGER test_refuse_recovered BEFORE INSERT ON credit_ledger FOR EACH ROW EXECUTE FUNCTION test_refuse_recovered();`);
+  const stripe = createStripeClient('sk_test_recovery', new URL(fake.baseUrl));
+  const reported: Array<[string, string, string | undefined]> = [];
+  const options = {
+    db: database.db,
+    stripe,
+    stripeMode: 'test' as const,
+    eventContext: { catalog: emptyCatalog(), fetchLineItems: undefined },
+    sinceSeconds: now - 700,
+    onApplied: (event: { id: string }, outcome: string, reason?: string) => reported.push([event.id, outcome, reason]),
+  };
+  try {
+    expect(await recoverMissedEvents(options)).toMatchObject({ failed: 1 });
+    expect(reported).toContainEqual([failing.id, 'failed', 'injected recovery fault']);
+    expect(await eventRecord(database.db, failing.id)).toEqual({ type: 'checkout.session.completed', status: 'failed', error: 'injected recovery fault' });
+  } finally {
+    await database.db.query('DROP TRIGGER test_refuse_recovered ON credit_ledger');
+  }
+  expect(await recoverMissedEvents(options)).toMatchObject({ processed: 1, failed: 0 });
+  expect(await balanceOf(database.db, 'user_recovery_fault')).toEqual({ purchased: 7, subscription: 0 });
+});
+
+test('an unmatched event is applied by a replay once its cause is fixed (here a plan added to the catalog), and grants once', async () => {
+  const now = unixSeconds();
+  const story = new SubscriptionStory({ createdSeconds: now - 3000 });
+  const state = { period: monthlyPeriod(now - 3000, 0), plan: { priceId: 'price_recovery_plan', monthlyCredits: 0, unitAmount: 900 } };
+  const events = [
+    story.signUp({ created: now - 3000 }),
+    story.event('customer.subscription.created', { ...state, created: now - 3000 }),
+    story.paidInvoice({ ...state, billingReason: 'subscription_create', created: now - 3000 }),
+  ];
+  for (const event of events) {
+    fake.addEvent(event);
+    await deliver(app.webhookUrl, event);
+  }
+  expect(await eventRecord(database.db, events[2]!.id)).toMatchObject({ status: 'unmatched' });
+  const stripe = createStripeClient('sk_test_recovery', new URL(fake.baseUrl));
+  const fixed = parseCatalog({ plans: { price_recovery_plan: { monthlyCredits: 900 } } }, 'fixed catalog');
+  const options = { db: database.db, stripe, stripeMode: 'test' as const, eventContext: { catalog: fixed, fetchLineItems: undefined }, sinceSeconds: now - 3600 };
+  expect(await recoverMissedEvents(options)).toMatchObject({ unmatched: 0 });
+  expect(await recoverMissedEvents(options)).toMatchObject({ processed: 0, unmatched: 0 });
+  expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 0, subscription: 900 });
 });
 
 test('--since accepts hours, days and ISO dates, and refuses anything else', () => {

@@ -1,11 +1,13 @@
 /**
- * What `charge.refunded` takes back: purchased credits in proportion to the cumulative amount refunded,
- * once, whatever order refund and purchase events arrive in.
+ * What refunds take back: purchased credits in proportion to the refunds of the payment that did not fail,
+ * tracked one refund at a time (refund.* and charge.refund.updated), or by the cumulative amount of
+ * charge.refunded while no refund object is known; once, whatever order the events arrive in.
  */
 import { randomUUID } from 'node:crypto';
 import type Stripe from 'stripe';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
-import { charge, checkoutSession, stripeEvent, stripeId, subscription, subscriptionCheckoutSession, unixSeconds } from './support/stripeFixtures';
+import { charge, checkoutSession, invoicePayment, refund, stripeEvent, stripeId, unixSeconds, type RefundStatus } from './support/stripeFixtures';
+import { monthlyPeriod, planPrice, SubscriptionStory } from './support/subscriptionStory';
 import { deliver, startTestApp, type DeliveryResponse, type TestApp } from './support/testApp';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
 import { bucketLedger, eventRecord, spendCredits } from './support/records';
@@ -126,7 +128,7 @@ test('a refund arriving before its purchase is kept (unmatched) and applied when
   const purchase = newPurchase(100);
   const early = refunded(purchase, 500);
   expect(await send(early)).toEqual({ received: true, status: 'unmatched' });
-  expect(await eventRecord(database.db, early.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no paid credit purchase for this payment yet') });
+  expect(await eventRecord(database.db, early.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no paid credit purchase or subscription invoice for this payment yet') });
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
 
   expect((await send(purchaseCompleted(purchase))).status).toBe('processed');
@@ -135,8 +137,10 @@ test('a refund arriving before its purchase is kept (unmatched) and applied when
     { delta: 100, reason: 'credit_purchase' },
     { delta: -50, reason: 'refund' },
   ]);
-  // Stripe's retry of the early event (or a copy) must not take again.
+  // The early event, recorded unmatched, is applied again when it comes again (redelivery, replay): it takes nothing more.
+  expect((await send(early)).status).toBe('processed');
   expect((await send(early)).status).toBe('duplicate');
+  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 50, subscription: 0 });
   await send(refunded(purchase, 500, { created: eventsStart + 300 }));
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 50, subscription: 0 });
 });
@@ -169,12 +173,13 @@ test('a refund for a payment that never bought credits is unmatched and changes 
   expect(await balanceOf(database.db, stranger.user)).toEqual({ purchased: 0, subscription: 0 });
 });
 
-test('a refund never touches subscription credits', async () => {
+test('a refund of a purchase never touches subscription credits', async () => {
   const purchase = newPurchase(100);
-  const subscriptionId = stripeId('sub');
-  const customer = stripeId('cus');
-  await send(stripeEvent('checkout.session.completed', subscriptionCheckoutSession({ client_reference_id: purchase.user, customer, subscription: subscriptionId })));
-  await send(stripeEvent('customer.subscription.created', subscription({ id: subscriptionId, customer }, { monthlyCredits: 300 }), { created: eventsStart }));
+  const story = new SubscriptionStory({ user: purchase.user, createdSeconds: eventsStart });
+  const state = { period: monthlyPeriod(eventsStart, 0), plan: planPrice(300) };
+  await send(story.signUp({ created: eventsStart }));
+  await send(story.event('customer.subscription.created', { ...state, created: eventsStart }));
+  await send(story.paidInvoice({ ...state, billingReason: 'subscription_create', created: eventsStart }));
   await send(purchaseCompleted(purchase));
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 300 });
 
@@ -194,6 +199,111 @@ test('a partial refund rounds the credits taken down: a third of 100 credits tak
   await send(refunded(purchase, 999, { created: eventsStart + 180 }));
   expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
   expect((await bucketLedger(database.db, purchase.user, 'purchased')).map((entry) => entry.delta)).toEqual([100, -33, -33, -34]);
+});
+
+/** A refund event as Stripe sends it, for `purchase`'s payment. */
+function refundEvent(
+  type: 'refund.created' | 'refund.updated' | 'refund.failed' | 'charge.refund.updated',
+  purchase: Purchase,
+  options: { id: string; amount: number; status: RefundStatus; created?: number },
+) {
+  const object = refund({ id: options.id, amount: options.amount, status: options.status, charge: purchase.chargeId, payment_intent: purchase.paymentIntent });
+  return stripeEvent(type, object, { created: options.created ?? eventsStart + 60 });
+}
+
+describe('refunds tracked one by one', () => {
+  test('a refund that fails gives its credits back: charge.refunded, then refund.failed (defect 4)', async () => {
+    const purchase = newPurchase(100);
+    await send(purchaseCompleted(purchase));
+    await send(refunded(purchase, 400));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 60, subscription: 0 });
+    await send(refundEvent('refund.failed', purchase, { id: stripeId('re'), amount: 400, status: 'failed', created: eventsStart + 600 }));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 0 });
+  });
+
+  test('a refund that fails gives its credits back (refund.created pending, then refund.failed)', async () => {
+    const purchase = newPurchase(100);
+    await send(purchaseCompleted(purchase));
+    const refundId = stripeId('re');
+    expect((await send(refundEvent('refund.created', purchase, { id: refundId, amount: 400, status: 'pending' }))).status).toBe('processed');
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 60, subscription: 0 });
+    await send(refundEvent('refund.failed', purchase, { id: refundId, amount: 400, status: 'failed', created: eventsStart + 600 }));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 0 });
+    expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
+      { delta: 100, reason: 'credit_purchase' },
+      { delta: -40, reason: 'refund' },
+      { delta: 40, reason: 'refund_failed' },
+    ]);
+  });
+
+  test.each([
+    ['the failure first', true],
+    ['the failure last', false],
+  ])('of two refunds, only the one that did not fail takes credits, whatever the order (%s)', async (_name, failureFirst) => {
+    const purchase = newPurchase(100);
+    const [kept, failed] = [stripeId('re'), stripeId('re')];
+    const events = [
+      refundEvent('refund.created', purchase, { id: kept, amount: 300, status: 'succeeded' }),
+      refundEvent('refund.created', purchase, { id: failed, amount: 500, status: 'pending' }),
+      stripeEvent('charge.refunded', charge({ id: purchase.chargeId, payment_intent: purchase.paymentIntent, amount: 1000, amount_refunded: 800 }), { created: eventsStart + 61 }),
+      // A card refund that had succeeded can still fail later: charge.refund.updated reports it.
+      refundEvent('charge.refund.updated', purchase, { id: failed, amount: 500, status: 'failed', created: eventsStart + 900 }),
+    ];
+    const order = failureFirst ? [events[3]!, purchaseCompleted(purchase), ...events.slice(0, 3)] : [purchaseCompleted(purchase), ...events];
+    for (const event of order) await send(event);
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 70, subscription: 0 });
+  });
+
+  test('charge.refunded’s cumulative amount counts until refund objects are known; then they decide', async () => {
+    const purchase = newPurchase(100);
+    await send(purchaseCompleted(purchase));
+    const refundId = stripeId('re');
+    await send(stripeEvent('charge.refunded', charge({ id: purchase.chargeId, payment_intent: purchase.paymentIntent, amount: 1000, amount_refunded: 1000 })));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
+    await send(refundEvent('refund.failed', purchase, { id: refundId, amount: 1000, status: 'failed', created: eventsStart + 600 }));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 0 });
+  });
+
+  test('older API versions list the refunds on charge.refunded: each is kept', async () => {
+    const purchase = newPurchase(100);
+    await send(purchaseCompleted(purchase));
+    const refunds = [refund({ amount: 200, charge: purchase.chargeId, payment_intent: purchase.paymentIntent }), refund({ amount: 300, status: 'failed', charge: purchase.chargeId })];
+    const legacyCharge = { ...charge({ id: purchase.chargeId, payment_intent: purchase.paymentIntent, amount: 1000, amount_refunded: 200 }), refunds: { object: 'list', data: refunds, has_more: false } };
+    await send(stripeEvent('charge.refunded', legacyCharge, { apiVersion: '2020-08-27' }));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 80, subscription: 0 });
+    const { rows } = await database.db.query('SELECT id, counted FROM payment_refunds WHERE payment_intent = $1 ORDER BY amount', [purchase.paymentIntent]);
+    expect(rows).toEqual([
+      { id: refunds[0]!.id, counted: true },
+      { id: refunds[1]!.id, counted: false },
+    ]);
+  });
+
+  test('credits taken back are computed in exact integers: a full refund of 999,999,999,999,999 credits bought for $11.53 takes them all (defect 12)', async () => {
+    const credits = 999_999_999_999_999;
+    const purchase = newPurchase(credits, 1153);
+    await send(purchaseCompleted(purchase));
+    await send(refunded(purchase, 1153));
+    expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
+    const third = newPurchase(123_456_789_012_345, 3541);
+    await send(purchaseCompleted(third));
+    await send(refundEvent('refund.created', third, { id: stripeId('re'), amount: 1180, status: 'succeeded' }));
+    // ⌊123,456,789,012,345 × 1180 ÷ 3541⌋ = 41,140,641,354,014 (floating point makes it …015).
+    expect(await balanceOf(database.db, third.user)).toEqual({ purchased: 123_456_789_012_345 - 41_140_641_354_014, subscription: 0 });
+  });
+
+  test('a refund of a subscription invoice’s payment is processed with a note and leaves the subscription credits', async () => {
+    const story = new SubscriptionStory({ createdSeconds: eventsStart });
+    const state = { period: monthlyPeriod(eventsStart, 0), plan: planPrice(300) };
+    const paid = story.paidInvoice({ ...state, billingReason: 'subscription_create', created: eventsStart });
+    const payment = invoicePayment(paid.data.object);
+    const paymentIntent = payment.payment.payment_intent as string;
+    for (const event of [story.signUp({ created: eventsStart }), story.event('customer.subscription.created', { ...state, created: eventsStart }), paid]) await send(event);
+    await send(stripeEvent('invoice_payment.paid', payment, { created: eventsStart }));
+    const refunded = stripeEvent('refund.created', refund({ amount: 3000, payment_intent: paymentIntent }), { created: eventsStart + 60 });
+    expect((await send(refunded)).status).toBe('processed');
+    expect(await eventRecord(database.db, refunded.id)).toMatchObject({ error: `payment of subscription invoice ${paid.data.object.id}: subscription credits are not taken back by refunds or disputes` });
+    expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 0, subscription: 300 });
+  });
 });
 
 test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {

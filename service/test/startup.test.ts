@@ -9,7 +9,7 @@ import { checkoutSession, stripeEvent } from './support/stripeFixtures';
 let dataDir: string;
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'startup-'));
-  // As root the embedded PostgreSQL runs as the `postgres` user, which must be able to enter the data dir.
+  // As root the embedded PostgreSQL runs as the `postgres` user: a data dir it can enter keeps the cluster itself.
   await chmod(dataDir, 0o755);
 });
 afterAll(async () => {

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { dataDirLockName } from '../dataDirLock';
 import { startupExitCodes } from '../startupFailure';
-import { freePort } from './support/freePort';
+import { freePort } from '../freePort';
 import { buildService, repositoryRoot } from './support/serviceProcess';
 import { createTestDatabase, databaseUrl, testServerUrl, type TestDatabase } from './support/testDatabase';
 

@@ -1,27 +1,24 @@
 /**
- * What subscription events do to a user's subscription credits: linking, one allowance per billing
- * period, expiry, cancellation, and the newest state winning whatever order Stripe delivers in.
+ * What subscriptions do to a user's subscription credits: paid invoices earn a billing period's allowance,
+ * within a period the allowance is a high-water mark, a period's leftover expires when it ends, an ended
+ * subscription's credits expire, the newest paid subscription counts, and the result never depends on the
+ * order (or the ids) of Stripe's events.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { parseCatalog } from '../credits/catalog';
+import type Stripe from 'stripe';
+import { startLocalStripe, type LocalStripe } from '../../localStripe';
+import { parseCatalog, type CreditCatalog } from '../credits/catalog';
+import { createStripeClient, subscriptionFetcher } from '../stripeApi';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
-import {
-  checkoutSession,
-  DEFAULT_BILLING_PERIOD_SECONDS,
-  stripeEvent,
-  stripeId,
-  subscription,
-  subscriptionCheckoutSession,
-  unixSeconds,
-  type SubscriptionShape,
-} from './support/stripeFixtures';
+import { bucketLedger, eventRecord, spendCredits } from './support/records';
+import { checkoutSession, stripeEvent, unixSeconds } from './support/stripeFixtures';
+import { monthlyPeriod, planPrice, SubscriptionStory, type StateOptions } from './support/subscriptionStory';
 import { deliver, startTestApp, type DeliveryResponse, type TestApp } from './support/testApp';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
-import { bucketLedger, eventRecord, spendCredits } from './support/records';
 
-const catalogPlanPrice = 'price_catalog_pro_monthly';
-const catalog = parseCatalog({ plans: { [catalogPlanPrice]: { monthlyCredits: 5000, name: 'Pro' } } }, 'subscriptionRules test catalog');
+const catalogPlan = planPrice(5000, 4900, 'price_catalog_pro_monthly');
+const catalog = parseCatalog({ plans: { [catalogPlan.priceId]: { monthlyCredits: 5000, name: 'Pro' } } }, 'subscriptionRules test catalog');
 
 let database: TestDatabase;
 let app: TestApp;
@@ -35,500 +32,450 @@ afterAll(async () => {
   await database.drop();
 });
 
-/** Period n of every test subscription: 30-day periods starting 120 days ago. */
-const firstPeriodStart = unixSeconds() - 4 * DEFAULT_BILLING_PERIOD_SECONDS;
-const periodStart = (n: number) => firstPeriodStart + n * DEFAULT_BILLING_PERIOD_SECONDS;
-const periodEnd = (n: number) => periodStart(n + 1);
-/** Event times: strictly after every period start used here, so "newer" is never confused with "later period". */
-const eventTime = (offsetSeconds: number) => periodStart(3) + offsetSeconds;
+/** Billing period n of every test subscription: 30-day periods, the first starting 120 days ago. */
+const firstStart = unixSeconds() - 4 * 30 * 24 * 3600;
+const period = (n: number) => monthlyPeriod(firstStart, n);
+/** An event `offsetSeconds` into period n. */
+const at = (n: number, offsetSeconds = 0) => period(n).start + offsetSeconds;
 
-type SubscriptionEventType = 'customer.subscription.created' | 'customer.subscription.updated' | 'customer.subscription.deleted';
+const basic = planPrice(100);
+const pro = planPrice(500);
 
-interface TestSubscription {
-  user: string;
-  id: string;
-  customer: string;
-}
+const newStory = (options: Partial<ConstructorParameters<typeof SubscriptionStory>[0]> = {}) => new SubscriptionStory({ createdSeconds: firstStart, ...options });
 
-const newSubscription = (): TestSubscription => ({ user: `user_${randomUUID()}`, id: stripeId('sub'), customer: stripeId('cus') });
-
-interface StateOptions {
-  period: number;
-  monthlyCredits?: number;
-  priceId?: string;
-  status?: 'active' | 'trialing' | 'past_due' | 'unpaid' | 'canceled';
-  shape?: SubscriptionShape;
-  metadata?: Record<string, string>;
-}
-
-function subscriptionState(sub: TestSubscription, options: StateOptions) {
-  const fields = {
-    priceId: options.priceId ?? 'price_basic_monthly',
-    monthlyCredits: options.monthlyCredits ?? 100,
-    periodStart: periodStart(options.period),
-    periodEnd: periodEnd(options.period),
-    status: options.status ?? 'active',
-  };
-  const overrides = { id: sub.id, customer: sub.customer, created: periodStart(0), metadata: options.metadata ?? {} };
-  return options.shape === 'legacy' ? subscription(overrides, { ...fields, shape: 'legacy' }) : subscription(overrides, fields);
-}
-
-function subscriptionEvent(type: SubscriptionEventType, sub: TestSubscription, options: StateOptions & { created: number; id?: string }) {
-  const state = subscriptionState(sub, options);
-  return stripeEvent(type, type === 'customer.subscription.deleted' ? { ...state, status: 'canceled' } : state, { created: options.created, id: options.id });
-}
-
-const linkingCheckout = (sub: TestSubscription, options: { id?: string; created?: number } = {}) =>
-  stripeEvent('checkout.session.completed', subscriptionCheckoutSession({ client_reference_id: sub.user, customer: sub.customer, subscription: sub.id }), options);
-
-async function send(event: object): Promise<DeliveryResponse['body']> {
-  const response = await deliver(app.webhookUrl, event);
+async function send(event: object, target: TestApp = app): Promise<DeliveryResponse['body']> {
+  const response = await deliver(target.webhookUrl, event);
   expect(response.status).toBe(200);
   return response.body;
 }
 
-interface AccountRow {
-  subscriptionCredits: number;
-  purchasedCredits: number;
-  plan: string | null;
-  status: string | null;
-  periodStart: number | null;
-  periodEnd: number | null;
-  customerId: string | null;
-  subscriptionId: string | null;
+async function sendAll(...events: object[]): Promise<void> {
+  for (const event of events) await send(event);
 }
 
-async function accountOf(user: string): Promise<AccountRow | undefined> {
-  const { rows } = await database.db.query<Omit<AccountRow, 'periodStart' | 'periodEnd'> & { periodStart: Date | null; periodEnd: Date | null }>(
-    `SELECT credits_remaining AS "subscriptionCredits", purchased_credits_balance AS "purchasedCredits", plan, status,
-            current_period_start AS "periodStart", current_period_end AS "periodEnd",
-            stripe_customer_id AS "customerId", stripe_subscription_id AS "subscriptionId"
+async function accountOf(user: string) {
+  const { rows } = await database.db.query<{
+    subscriptionCredits: number;
+    plan: string | null;
+    status: string | null;
+    periodStart: number | null;
+    subscriptionId: string | null;
+    customerId: string | null;
+  }>(
+    `SELECT credits_remaining AS "subscriptionCredits", plan, status, extract(epoch FROM current_period_start)::bigint AS "periodStart",
+            stripe_subscription_id AS "subscriptionId", stripe_customer_id AS "customerId"
      FROM service_subscriptions WHERE user_id = $1`,
     [user],
   );
-  const row = rows[0];
-  if (!row) return undefined;
-  const seconds = (date: Date | null) => (date ? date.getTime() / 1000 : null);
-  return { ...row, periodStart: seconds(row.periodStart), periodEnd: seconds(row.periodEnd) };
+  return rows[0];
 }
 
-describe('linking a subscription to its user', () => {
-  test('a subscription checkout session links the Stripe customer and subscription to its user', async () => {
-    const sub = newSubscription();
-    expect(await send(linkingCheckout(sub))).toEqual({ received: true, status: 'processed' });
-    expect(await accountOf(sub.user)).toMatchObject({ customerId: sub.customer, subscriptionId: sub.id, subscriptionCredits: 0 });
+/** A subscription signed up, in period n with `plan`, its invoice paid: the usual start of every story below. */
+async function subscribed(story: SubscriptionStory, n: number, plan = basic): Promise<StateOptions> {
+  const state: StateOptions = { period: period(n), plan };
+  await sendAll(
+    story.signUp({ created: at(n) }),
+    story.event('customer.subscription.created', { ...state, created: at(n) }),
+    story.paidInvoice({ ...state, billingReason: 'subscription_create', created: at(n) }),
+  );
+  return state;
+}
 
-    // The subscription event carries no user: the link finds it.
-    expect((await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }))).status).toBe('processed');
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, status: 'active', plan: 'price_basic_monthly' });
-  });
-
-  test('subscription events before the link are unmatched, kept, and applied when the checkout session links the user', async () => {
-    const sub = newSubscription();
-    const created = subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) });
-    const renewed = subscriptionEvent('customer.subscription.updated', sub, { period: 1, monthlyCredits: 150, priceId: 'price_plus_monthly', created: eventTime(10) });
-    expect((await send(created)).status).toBe('unmatched');
-    expect((await send(renewed)).status).toBe('unmatched');
-    expect(await eventRecord(database.db, renewed.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no known user yet') });
-    expect(await accountOf(sub.user)).toBeUndefined();
-
-    expect((await send(linkingCheckout(sub))).status).toBe('processed');
-    expect(await accountOf(sub.user)).toMatchObject({
-      subscriptionCredits: 150,
-      plan: 'price_plus_monthly',
-      status: 'active',
-      periodStart: periodStart(1),
-      periodEnd: periodEnd(1),
-      subscriptionId: sub.id,
-    });
-    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([{ delta: 150, reason: 'subscription_period_allowance' }]);
-  });
-
-  test('metadata.user_id on the subscription links it without a checkout session', async () => {
-    const sub = newSubscription();
-    const created = subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0), metadata: { user_id: sub.user } });
-    expect(await send(created)).toEqual({ received: true, status: 'processed' });
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, customerId: sub.customer, subscriptionId: sub.id, status: 'active' });
-  });
-});
-
-describe('one allowance per billing period', () => {
-  test('created grants the monthly allowance once; a duplicate delivery and updates in the same period grant nothing more, even after spending', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    const created = subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) });
-    expect((await send(created)).status).toBe('processed');
-    expect((await send(created)).status).toBe('duplicate');
-    await spendCredits(database.db, sub.user, 'subscription', 30);
-    expect((await send(subscriptionEvent('customer.subscription.updated', sub, { period: 0, created: eventTime(5) }))).status).toBe('processed');
-    expect((await send(subscriptionEvent('customer.subscription.updated', sub, { period: 0, status: 'trialing', created: eventTime(6) }))).status).toBe(
-      'processed',
-    );
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 70, status: 'trialing', periodStart: periodStart(0) });
-    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([
+describe('paid invoices earn the billing period’s allowance', () => {
+  test('a paid invoice grants its period’s allowance once: its redelivery and the subscription’s updates in the period grant nothing more', async () => {
+    const story = newStory();
+    const state = await subscribed(story, 0);
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 100, status: 'active', periodStart: period(0).start, subscriptionId: story.id });
+    const paid = story.paidInvoice({ ...state, created: at(0, 5) });
+    expect((await send(paid)).status).toBe('processed');
+    expect((await send(paid)).status).toBe('duplicate');
+    await spendCredits(database.db, story.user, 'subscription', 30);
+    await send(story.event('customer.subscription.updated', { ...state, created: at(0, 10) }));
+    expect(await bucketLedger(database.db, story.user, 'subscription')).toEqual([
       { delta: 100, reason: 'subscription_period_allowance' },
       { delta: -30, reason: 'usage' },
-    ]);
-  });
-
-  test('a new billing period resets the credits to the allowance; the ledger records what was topped up after spending', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-    await spendCredits(database.db, sub.user, 'subscription', 30);
-    expect(await balanceOf(database.db, sub.user)).toEqual({ purchased: 0, subscription: 70 });
-
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, created: eventTime(10) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, periodStart: periodStart(1), periodEnd: periodEnd(1) });
-    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([
-      { delta: 100, reason: 'subscription_period_allowance' },
-      { delta: -30, reason: 'usage' },
-      { delta: 30, reason: 'subscription_period_allowance' },
-    ]);
-  });
-
-  test('unused credits expire at a new period: a smaller plan leaves only its allowance and the ledger records the difference', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, monthlyCredits: 100, created: eventTime(0) }));
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, monthlyCredits: 40, priceId: 'price_small_monthly', created: eventTime(10) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 40, plan: 'price_small_monthly' });
-    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([
-      { delta: 100, reason: 'subscription_period_allowance' },
-      { delta: -60, reason: 'subscription_period_allowance' },
     ]);
   });
 
   test.each([
-    ['in order', ['created', 'pastDue', 'recovered']],
-    ['renewal first', ['pastDue', 'created', 'recovered']],
-  ] as const)(
-    'a failed renewal (past_due) expires the last period’s credits and the successful retry grants the new allowance (%s)',
-    async (_name, order) => {
-      const sub = newSubscription();
-      await send(linkingCheckout(sub));
-      const events = {
-        created: subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }),
-        pastDue: subscriptionEvent('customer.subscription.updated', sub, { period: 1, status: 'past_due', created: eventTime(10) }),
-        recovered: subscriptionEvent('customer.subscription.updated', sub, { period: 1, status: 'active', created: eventTime(20) }),
-      };
-      await send(events[order[0]]);
-      await send(events[order[1]]);
-      expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0, status: 'past_due', periodStart: periodStart(1) });
-      await send(events[order[2]]);
-      expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, status: 'active', periodStart: periodStart(1) });
+    ['items', 'parent'],
+    ['legacy', 'legacy'],
+  ] as const)('the %s subscription shape and the %s invoice shape: subscription, period, price and quantity are read where each keeps them', async (shape, invoiceShape) => {
+    const story = newStory({ shape, invoiceShape });
+    await subscribed(story, 0);
+    await spendCredits(database.db, story.user, 'subscription', 25);
+    const renewal = { period: period(1), plan: basic, quantity: 3 };
+    await send(story.event('customer.subscription.updated', { ...renewal, created: at(1) }));
+    await send(story.paidInvoice({ ...renewal, created: at(1, 3600) }));
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 300, periodStart: period(1).start });
+  });
+
+  test('a renewal whose invoice is not paid yet has no credits, and what was left of the ended period expires', async () => {
+    const story = newStory();
+    await subscribed(story, 0);
+    await spendCredits(database.db, story.user, 'subscription', 40);
+    // Stripe moves the subscription to the new period about an hour before it charges the renewal invoice.
+    await send(story.event('customer.subscription.updated', { period: period(1), plan: basic, created: at(1) }));
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 0, status: 'active', periodStart: period(1).start });
+    await send(story.paidInvoice({ period: period(1), plan: basic, created: at(1, 3600) }));
+    expect(await bucketLedger(database.db, story.user, 'subscription')).toEqual([
+      { delta: 100, reason: 'subscription_period_allowance' },
+      { delta: -40, reason: 'usage' },
+      { delta: -60, reason: 'subscription_period_expired' },
+      { delta: 100, reason: 'subscription_period_allowance' },
+    ]);
+  });
+
+  test('a paid $0 trial invoice grants the trial period’s allowance; the first paid period grants the next one', async () => {
+    const story = newStory();
+    const trial = { period: { start: at(0), end: at(0) + 14 * 24 * 3600 }, plan: pro, status: 'trialing' as const, trialEnd: at(0) + 14 * 24 * 3600 };
+    await sendAll(
+      story.signUp({ created: at(0) }),
+      story.event('customer.subscription.created', { ...trial, created: at(0) }),
+      story.paidInvoice({ ...trial, billingReason: 'subscription_create', lines: [{ amount: 0 }], created: at(0) }),
+    );
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 500, status: 'trialing' });
+    const firstPaid = { period: { start: trial.period.end, end: trial.period.end + 30 * 24 * 3600 }, plan: pro };
+    await send(story.event('customer.subscription.updated', { ...firstPaid, created: firstPaid.period.start }));
+    await send(story.paidInvoice({ ...firstPaid, created: firstPaid.period.start + 3600 }));
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 500, status: 'active', periodStart: firstPaid.period.start });
+    expect((await bucketLedger(database.db, story.user, 'subscription')).map((entry) => entry.reason)).toEqual([
+      'subscription_period_allowance',
+      'subscription_period_expired',
+      'subscription_period_allowance',
+    ]);
+  });
+
+  test('credits are per unit: three seats grant three times the plan, zero seats grant nothing (defect 8)', async () => {
+    const threeSeats = newStory();
+    const zeroSeats = newStory();
+    for (const [story, quantity] of [[threeSeats, 3], [zeroSeats, 0]] as const) {
+      const state = { period: period(0), plan: basic, quantity };
+      await sendAll(story.signUp({ created: at(0) }), story.event('customer.subscription.created', { ...state, created: at(0) }));
+      await send(story.paidInvoice({ ...state, lines: quantity === 0 ? [{ amount: 0 }] : undefined, created: at(0) }));
+    }
+    expect(await balanceOf(database.db, threeSeats.user)).toEqual({ purchased: 0, subscription: 300 });
+    expect(await balanceOf(database.db, zeroSeats.user)).toEqual({ purchased: 0, subscription: 0 });
+  });
+
+  test('a plan in the credit catalog grants its credits by price and carries its name, whatever the price’s metadata says', async () => {
+    const story = newStory();
+    await subscribed(story, 0, { ...catalogPlan, monthlyCredits: 7 });
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 5000, plan: 'Pro' });
+  });
+
+  test('purchased credits are never touched by subscription grants, expiry or cancellation', async () => {
+    const story = newStory();
+    await send(stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: story.user, metadata: { credits: '250' } })));
+    const state = await subscribed(story, 0);
+    await send(story.event('customer.subscription.updated', { period: period(1), plan: basic, created: at(1) }));
+    await send(story.event('customer.subscription.deleted', { ...state, period: period(1), created: at(1, 60) }));
+    expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 250, subscription: 0 });
+    expect(await bucketLedger(database.db, story.user, 'purchased')).toEqual([{ delta: 250, reason: 'credit_purchase' }]);
+  });
+});
+
+describe('within a period the allowance is a high-water mark', () => {
+  test('an upgrade grants the difference at once, with or without its proration invoice, and only once', async () => {
+    const story = newStory();
+    await subscribed(story, 0);
+    await spendCredits(database.db, story.user, 'subscription', 80);
+    const upgraded = { period: period(0), plan: pro };
+    await send(story.event('customer.subscription.updated', { ...upgraded, created: at(0, 1000) }));
+    expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 0, subscription: 420 });
+    const proration = [
+      { priceId: basic.priceId, amount: -500, proration: true, period: { start: at(0, 1000), end: period(0).end } },
+      { priceId: pro.priceId, amount: 2500, proration: true, period: { start: at(0, 1000), end: period(0).end } },
+    ];
+    await send(story.paidInvoice({ ...upgraded, billingReason: 'subscription_update', lines: proration, created: at(0, 1001) }));
+    expect(await bucketLedger(database.db, story.user, 'subscription')).toEqual([
+      { delta: 100, reason: 'subscription_period_allowance' },
+      { delta: -80, reason: 'usage' },
+      { delta: 400, reason: 'subscription_allowance_raised' },
+    ]);
+  });
+
+  test('a downgrade takes nothing in its period and counts from the next period’s invoice', async () => {
+    const story = newStory();
+    await subscribed(story, 0, pro);
+    await send(story.event('customer.subscription.updated', { period: period(0), plan: basic, created: at(0, 1000) }));
+    expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 0, subscription: 500 });
+    await send(story.event('customer.subscription.updated', { period: period(1), plan: basic, created: at(1) }));
+    await send(story.paidInvoice({ period: period(1), plan: basic, created: at(1, 3600) }));
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 100, periodStart: period(1).start });
+  });
+
+  test('losing and regaining the payment within a paid period, with spending in between, grants the period once (defect 1)', async () => {
+    const story = newStory();
+    const state = await subscribed(story, 3);
+    await spendCredits(database.db, story.user, 'subscription', 100);
+    await send(story.event('customer.subscription.updated', { ...state, status: 'past_due', created: at(3, 10) }));
+    await send(story.event('customer.subscription.updated', { ...state, status: 'active', created: at(3, 20) }));
+    expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 0, subscription: 0 });
+  });
+
+  test('switching plans up and down within a period, spending in between, grants no more than the largest plan (defect 1)', async () => {
+    const story = newStory();
+    await subscribed(story, 3);
+    for (let round = 0; round < 3; round++) {
+      await send(story.event('customer.subscription.updated', { period: period(3), plan: pro, created: at(3, 100 + 10 * round) }));
+      const left = (await balanceOf(database.db, story.user)).subscription;
+      if (left > 0) await spendCredits(database.db, story.user, 'subscription', left);
+      await send(story.event('customer.subscription.updated', { period: period(3), plan: basic, created: at(3, 105 + 10 * round) }));
+    }
+    const granted = (await bucketLedger(database.db, story.user, 'subscription')).filter((entry) => entry.delta > 0).reduce((sum, entry) => sum + entry.delta, 0);
+    expect(granted).toBe(500);
+  });
+});
+
+describe('periods that are not paid, and subscriptions that end', () => {
+  test('with pause_collection, renewals are not charged, so the paused periods have no credits (defect 6)', async () => {
+    const story = newStory();
+    const state = await subscribed(story, 0);
+    await send(story.event('customer.subscription.updated', { ...state, collectionPaused: true, created: at(0, 500) }));
+    await send(story.event('customer.subscription.updated', { period: period(1), plan: basic, collectionPaused: true, created: at(1) }));
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 0, status: 'active', periodStart: period(1).start });
+  });
+
+  test('an ended subscription’s remaining credits expire, and an older update arriving later does not revive them', async () => {
+    const story = newStory();
+    const state = await subscribed(story, 0);
+    await spendCredits(database.db, story.user, 'subscription', 10);
+    await send(story.event('customer.subscription.deleted', { ...state, created: at(0, 200) }));
+    await send(story.event('customer.subscription.updated', { period: period(1), plan: basic, created: at(0, 100) }));
+    await send(story.paidInvoice({ period: period(1), plan: basic, created: at(0, 100) }));
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 0, status: 'canceled' });
+    expect((await bucketLedger(database.db, story.user, 'subscription')).at(-1)).toEqual({ delta: -90, reason: 'subscription_ended' });
+  });
+});
+
+describe('who the subscription belongs to', () => {
+  test('a subscription’s events and invoice before its Checkout session are unmatched, kept, and applied when the session names the user', async () => {
+    const story = newStory();
+    const state = { period: period(1), plan: pro };
+    const updated = story.event('customer.subscription.updated', { ...state, created: at(1) });
+    const paid = story.paidInvoice({ ...state, created: at(1) });
+    expect((await send(updated)).status).toBe('unmatched');
+    expect((await send(paid)).status).toBe('unmatched');
+    expect(await eventRecord(database.db, paid.id)).toMatchObject({ status: 'unmatched', error: expect.stringContaining('no known user yet') });
+    expect(await accountOf(story.user)).toBeUndefined();
+
+    expect((await send(story.signUp({ created: at(1) }))).status).toBe('processed');
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 500, periodStart: period(1).start, subscriptionId: story.id, customerId: story.customer });
+  });
+
+  test('metadata.user_id on the subscription (or copied onto its invoice) names the user without a Checkout session', async () => {
+    const story = newStory();
+    const state = { period: period(0), plan: basic, metadata: { user_id: story.user } };
+    expect((await send(story.paidInvoice({ ...state, created: at(0) }))).status).toBe('processed');
+    expect((await send(story.event('customer.subscription.created', { ...state, created: at(0) }))).status).toBe('processed');
+    expect(await accountOf(story.user)).toMatchObject({ subscriptionCredits: 100, customerId: story.customer, subscriptionId: story.id });
+  });
+
+  test('a subscription already linked to a user is not linked to another one', async () => {
+    const story = newStory();
+    await subscribed(story, 0);
+    const other = `${story.user}_other`;
+    expect(await send(story.signUp({ created: at(0, 5), user: other }))).toEqual({ received: true, status: 'unmatched' });
+    expect(await balanceOf(database.db, other)).toEqual({ purchased: 0, subscription: 0 });
+  });
+});
+
+describe('a user with several subscriptions', () => {
+  test.each(['past_due', 'unpaid'] as const)(
+    'a replacement subscription started while the old one is %s is credited once paid; the old one’s leftover expires (defect 3)',
+    async (oldStatus) => {
+      const old = newStory();
+      await subscribed(old, 1);
+      await send(old.event('customer.subscription.updated', { period: period(2), plan: basic, status: oldStatus, created: at(2, 3600) }));
+      const replacement = new SubscriptionStory({ user: old.user, customer: old.customer, createdSeconds: at(2, 7200) });
+      await subscribed(replacement, 2, pro);
+      expect(await accountOf(old.user)).toMatchObject({ subscriptionCredits: 500, subscriptionId: replacement.id, status: 'active' });
     },
   );
 
-  test('deleted expires the remaining subscription credits and sets status canceled', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-    await spendCredits(database.db, sub.user, 'subscription', 10);
-    expect((await send(subscriptionEvent('customer.subscription.deleted', sub, { period: 0, created: eventTime(20) }))).status).toBe('processed');
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0, status: 'canceled' });
-    expect((await bucketLedger(database.db, sub.user, 'subscription')).at(-1)).toEqual({ delta: -90, reason: 'subscription_ended' });
+  test('a newer subscription whose first invoice is not paid yet does not take over from a paid one', async () => {
+    const paid = newStory();
+    await subscribed(paid, 2);
+    const unpaid = new SubscriptionStory({ user: paid.user, customer: paid.customer, createdSeconds: at(2, 100) });
+    await send(unpaid.signUp({ created: at(2, 100) }));
+    await send(unpaid.event('customer.subscription.created', { period: period(2), plan: pro, status: 'incomplete', created: at(2, 100) }));
+    expect(await accountOf(paid.user)).toMatchObject({ subscriptionCredits: 100, subscriptionId: paid.id });
   });
 
-  test('a plan in the credit catalog grants its monthly credits by price and carries its name', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    // The catalog is the merchant's source of truth: it wins over a stale metadata.monthly_credits on the price.
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, priceId: catalogPlanPrice, monthlyCredits: 7, created: eventTime(0) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 5000, plan: 'Pro' });
-  });
-
-  test.each<SubscriptionShape>(['legacy', 'items'])('the %s API shape: the period is read where that shape keeps it', async (shape) => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, shape, created: eventTime(0) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, periodStart: periodStart(0), periodEnd: periodEnd(0) });
-    await spendCredits(database.db, sub.user, 'subscription', 25);
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, shape, created: eventTime(10) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, periodStart: periodStart(1), periodEnd: periodEnd(1) });
-  });
-
-  test('purchased credits are never touched by subscription grants, resets or cancellation', async () => {
-    const sub = newSubscription();
-    await send(stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: sub.user, metadata: { credits: '250' } })));
-    await send(linkingCheckout(sub));
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-    await spendCredits(database.db, sub.user, 'subscription', 60);
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, monthlyCredits: 20, priceId: 'price_small_monthly', created: eventTime(10) }));
-    expect(await balanceOf(database.db, sub.user)).toEqual({ purchased: 250, subscription: 20 });
-    await send(subscriptionEvent('customer.subscription.deleted', sub, { period: 1, created: eventTime(20) }));
-    expect(await balanceOf(database.db, sub.user)).toEqual({ purchased: 250, subscription: 0 });
-    const { rows } = await database.db.query("SELECT delta, reason FROM credit_ledger WHERE user_id = $1 AND bucket = 'purchased'", [sub.user]);
-    expect(rows).toEqual([{ delta: 250, reason: 'credit_purchase' }]);
+  test('when the newest paid subscription ends, an older one still paid counts again', async () => {
+    const older = newStory();
+    await subscribed(older, 2);
+    const newer = new SubscriptionStory({ user: older.user, customer: older.customer, createdSeconds: at(2, 100) });
+    const newerState = await subscribed(newer, 2, pro);
+    expect(await accountOf(older.user)).toMatchObject({ subscriptionCredits: 500, subscriptionId: newer.id });
+    await send(newer.event('customer.subscription.deleted', { ...newerState, created: at(2, 500) }));
+    // The older subscription's period was granted before: it is not granted again.
+    expect(await accountOf(older.user)).toMatchObject({ subscriptionCredits: 0, subscriptionId: older.id, status: 'active' });
   });
 });
 
-describe('the newest state wins', () => {
-  test('an event older than the stored state changes nothing', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, created: eventTime(100) }));
-    const older = subscriptionEvent('customer.subscription.created', sub, { period: 0, monthlyCredits: 999, priceId: 'price_old', created: eventTime(0) });
-    expect((await send(older)).status).toBe('processed');
-    expect(await eventRecord(database.db, older.id)).toEqual({ type: 'customer.subscription.created', status: 'processed', error: 'older than the stored subscription state' });
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, plan: 'price_basic_monthly', periodStart: periodStart(1) });
-    expect(await bucketLedger(database.db, sub.user, 'subscription')).toEqual([{ delta: 100, reason: 'subscription_period_allowance' }]);
-  });
+describe('prices without credits are never silently zero', () => {
+  test('an unknown price is unmatched with the reason and the fix, grants nothing, and a replay after the catalog is fixed grants once (defects 7, 9)', async () => {
+    const story = newStory();
+    const unknown = { priceId: 'price_not_in_catalog', monthlyCredits: 0, unitAmount: 900 };
+    const state = { period: period(0), plan: unknown };
+    const created = story.event('customer.subscription.created', { ...state, created: at(0) });
+    created.data.object.items.data[0]!.price.metadata = {};
+    const paid = story.paidInvoice({ ...state, created: at(0) });
+    await send(story.signUp({ created: at(0) }));
+    expect((await send(created)).status).toBe('unmatched');
+    expect((await send(paid)).status).toBe('unmatched');
+    expect(await eventRecord(database.db, paid.id)).toMatchObject({ error: expect.stringContaining('price_not_in_catalog grants no known credits') });
+    expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 0, subscription: 0 });
 
-  test('an older update arriving after deleted does not revive the subscription or its credits', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub));
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-    await send(subscriptionEvent('customer.subscription.deleted', sub, { period: 0, created: eventTime(200) }));
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 1, created: eventTime(100) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0, status: 'canceled', periodStart: periodStart(0) });
-  });
-
-  describe('on equal event seconds', () => {
-    const sameSecond = eventTime(500);
-
-    test.each([
-      ['deleted first', ['deleted', 'updated']],
-      ['deleted last', ['updated', 'deleted']],
-    ] as const)('an ended subscription stays ended, even against a later billing period (%s)', async (_name, order) => {
-      const sub = newSubscription();
-      await send(linkingCheckout(sub));
-      await send(subscriptionEvent('customer.subscription.created', sub, { period: 0, created: eventTime(0) }));
-      const events = {
-        deleted: subscriptionEvent('customer.subscription.deleted', sub, { period: 0, created: sameSecond, id: `evt_${randomBytes(8).toString('hex')}_a` }),
-        updated: subscriptionEvent('customer.subscription.updated', sub, { period: 1, created: sameSecond, id: `evt_${randomBytes(8).toString('hex')}_z` }),
-      };
-      for (const name of order) await send(events[name]);
-      expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0, status: 'canceled', periodStart: periodStart(0) });
-    });
-
-    test.each([
-      ['later period first', [1, 0]],
-      ['later period last', [0, 1]],
-    ] as const)('the later current_period_end wins (%s)', async (_name, order) => {
-      const sub = newSubscription();
-      await send(linkingCheckout(sub));
-      const byPeriod = [
-        // The earlier period carries the greater event id, so only the period can decide.
-        subscriptionEvent('customer.subscription.updated', sub, { period: 0, monthlyCredits: 100, created: sameSecond, id: `evt_${randomBytes(8).toString('hex')}_z` }),
-        subscriptionEvent('customer.subscription.updated', sub, {
-          period: 1,
-          monthlyCredits: 200,
-          priceId: 'price_double_monthly',
-          created: sameSecond,
-          id: `evt_${randomBytes(8).toString('hex')}_a`,
-        }),
-      ];
-      for (const index of order) await send(byPeriod[index]!);
-      expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 200, plan: 'price_double_monthly', periodStart: periodStart(1) });
-    });
-
-    test.each([
-      ['greater id first', ['b', 'a']],
-      ['greater id last', ['a', 'b']],
-    ] as const)('with the same period, the greater event id wins (%s)', async (_name, order) => {
-      const sub = newSubscription();
-      await send(linkingCheckout(sub));
-      const prefix = `evt_${randomBytes(8).toString('hex')}`;
-      const events = {
-        a: subscriptionEvent('customer.subscription.updated', sub, { period: 0, status: 'past_due', created: sameSecond, id: `${prefix}_a` }),
-        b: subscriptionEvent('customer.subscription.updated', sub, { period: 0, status: 'active', created: sameSecond, id: `${prefix}_b` }),
-      };
-      for (const name of order) await send(events[name]);
-      expect(await accountOf(sub.user)).toMatchObject({ status: 'active', subscriptionCredits: 100 });
-    });
+    const fixed: CreditCatalog = parseCatalog({ plans: { price_not_in_catalog: { monthlyCredits: 700 } } }, 'fixed catalog');
+    const afterFix = await startTestApp(database.db, { eventContext: { catalog: fixed, fetchLineItems: undefined } });
+    try {
+      expect((await send(paid, afterFix)).status).toBe('processed');
+      expect((await send(paid, afterFix)).status).toBe('duplicate');
+      expect((await send(created, afterFix)).status).toBe('processed');
+    } finally {
+      await afterFix.close();
+    }
+    expect(await bucketLedger(database.db, story.user, 'subscription')).toEqual([{ delta: 700, reason: 'subscription_period_allowance' }]);
   });
 });
 
-describe('delivery order does not matter (property)', () => {
-  const plans = [
-    { priceId: 'price_prop_small', monthlyCredits: 100 },
-    { priceId: 'price_prop_large', monthlyCredits: 250 },
+describe('events of the same second', () => {
+  const signUpSecond = at(3, 77);
+
+  /** Checkout's sign-up: the subscription created `incomplete`, its invoice paid, then `active`, all in one second. */
+  function signUpInOneSecond(story: SubscriptionStory, ids: [string, string]) {
+    const state = { period: period(3), plan: basic };
+    return {
+      created: story.event('customer.subscription.created', { ...state, status: 'incomplete', created: signUpSecond, id: ids[0] }),
+      activated: story.event('customer.subscription.updated', { ...state, created: signUpSecond, id: ids[1] }),
+      rest: [story.signUp({ created: signUpSecond }), story.paidInvoice({ ...state, billingReason: 'subscription_create', created: signUpSecond })],
+    };
+  }
+  const orders = [
+    ['created first, greater id', ['created', 'activated'], ['_z', '_a']],
+    ['created last, greater id', ['activated', 'created'], ['_z', '_a']],
+    ['created first, smaller id', ['created', 'activated'], ['_a', '_z']],
+    ['created last, smaller id', ['activated', 'created'], ['_a', '_z']],
   ] as const;
 
-  type Status = 'active' | 'trialing' | 'past_due' | 'unpaid';
-  const entitled = (status: Status) => status === 'active' || status === 'trialing';
-  const statusArbitrary = fc.constantFrom<Status>('active', 'trialing', 'past_due', 'unpaid');
-  const planArbitrary = fc.constantFrom<0 | 1>(0, 1);
+  test.each(orders)('without a Stripe API key the later lifecycle stage wins: active over incomplete (%s) (defect 2)', async (_name, order, suffixes) => {
+    const story = newStory();
+    const prefix = `evt_${randomBytes(8).toString('hex')}`;
+    const events = signUpInOneSecond(story, [`${prefix}${suffixes[0]}`, `${prefix}${suffixes[1]}`]);
+    await sendAll(...events.rest, ...order.map((name) => events[name]));
+    expect(await accountOf(story.user)).toMatchObject({ status: 'active', subscriptionCredits: 100 });
+  });
 
-  interface Change {
+  describe('with a Stripe API key', () => {
+    let localStripe: LocalStripe;
+    let withKey: TestApp;
+    beforeAll(async () => {
+      localStripe = await startLocalStripe();
+      const stripe = createStripeClient('sk_test_subscription_rules', new URL(localStripe.baseUrl));
+      withKey = await startTestApp(database.db, { eventContext: { catalog, fetchLineItems: undefined, fetchSubscription: subscriptionFetcher(stripe) } });
+    });
+    afterAll(async () => {
+      await withKey.close();
+      await localStripe.close();
+    });
+
+    test.each(orders)('the subscription is read from Stripe and its current state is stored (%s) (defect 2)', async (_name, order, suffixes) => {
+      const story = newStory();
+      const prefix = `evt_${randomBytes(8).toString('hex')}`;
+      const events = signUpInOneSecond(story, [`${prefix}${suffixes[0]}`, `${prefix}${suffixes[1]}`]);
+      // What Stripe says now decides, even against the lifecycle order (here a state later than both events).
+      localStripe.putSubscription(story.state({ period: period(3), plan: basic, status: 'past_due' }) as Stripe.Subscription);
+      for (const event of [...events.rest, ...order.map((name) => events[name])]) await send(event, withKey);
+      expect(await accountOf(story.user)).toMatchObject({ status: 'past_due' });
+      const reads = localStripe.requests.filter((request) => request.path === `/v1/subscriptions/${story.id}`);
+      expect(reads).toHaveLength(1);
+    });
+  });
+});
+
+describe('delivery order and event ids do not matter (property)', () => {
+  const plans = [planPrice(100), planPrice(250)] as const;
+  type Status = 'active' | 'past_due' | 'unpaid';
+
+  interface PeriodHistory {
     plan: 0 | 1;
-    status: Status;
-  }
-  interface Period extends Change {
-    /** How the period opens (paid, trialling, failed renewal), then changes within it: plan switches, payment recovered or lost. */
-    changes: Change[];
-  }
-  interface History {
-    periods: Period[];
-    deleted: boolean;
-    /** Seconds between consecutive events; 0 makes equal-second ties. */
-    gaps: number[];
+    /** Whether the period's invoice gets paid (possibly after a failed attempt, shown as past_due first). */
+    paid: boolean;
+    failedFirst: boolean;
+    /** Plan switches within the period, after its invoice. */
+    switches: Array<0 | 1>;
   }
 
-  const historyArbitrary: fc.Arbitrary<History> = fc.record({
+  const historyArbitrary = fc.record({
     periods: fc.array(
-      fc.record({
-        plan: planArbitrary,
-        status: statusArbitrary,
-        changes: fc.array(fc.record({ plan: planArbitrary, status: statusArbitrary }), { maxLength: 3 }),
-      }),
+      fc.record({ plan: fc.constantFrom<0 | 1>(0, 1), paid: fc.boolean(), failedFirst: fc.boolean(), switches: fc.array(fc.constantFrom<0 | 1>(0, 1), { maxLength: 2 }) }),
       { minLength: 1, maxLength: 3 },
     ),
     deleted: fc.boolean(),
-    gaps: fc.array(fc.constantFrom(0, 1, 3600), { minLength: 16, maxLength: 16 }),
+    /** Seconds between consecutive events; 0 makes ties of the same second. */
+    gaps: fc.array(fc.constantFrom(0, 1, 3600), { minLength: 12, maxLength: 12 }),
   });
 
-  interface Step {
-    type: SubscriptionEventType;
-    period: number;
-    plan: 0 | 1;
-    status: Status;
-    created: number;
-  }
-
-  /** The subscription's events as Stripe creates them, oldest first (same-second events keep step order by id). */
-  function stepsOf(history: History): Step[] {
-    const steps: Step[] = [];
-    let created = eventTime(1000);
-    const push = (step: Omit<Step, 'created'>) => {
-      created += steps.length === 0 ? 0 : history.gaps[steps.length % history.gaps.length]!;
-      steps.push({ ...step, created });
-    };
-    history.periods.forEach((period, index) => {
-      push({ type: index === 0 ? 'customer.subscription.created' : 'customer.subscription.updated', period: index, plan: period.plan, status: period.status });
-      for (const change of period.changes) push({ type: 'customer.subscription.updated', period: index, plan: change.plan, status: change.status });
+  /** The subscription's events as Stripe sends them, oldest first, and what the last period must end with. */
+  function eventsOf(story: SubscriptionStory, history: { periods: PeriodHistory[]; deleted: boolean; gaps: number[] }) {
+    const events: Array<{ id: string }> = [story.signUp({ created: at(0) })];
+    let clock = at(0);
+    const tick = () => (clock += history.gaps[events.length % history.gaps.length]!);
+    let expected = 0;
+    history.periods.forEach((entry, n) => {
+      const state = { period: period(n), plan: plans[entry.plan] };
+      const type = n === 0 ? 'customer.subscription.created' : 'customer.subscription.updated';
+      events.push(story.event(type, { ...state, status: n === 0 ? 'incomplete' : 'active', created: tick() }));
+      if (entry.failedFirst || !entry.paid) events.push(story.event('customer.subscription.updated', { ...state, status: 'past_due' as Status, created: tick() }));
+      if (!entry.paid) {
+        expected = 0;
+        return;
+      }
+      events.push(story.paidInvoice({ ...state, created: tick() }));
+      events.push(story.event('customer.subscription.updated', { ...state, status: 'active', created: tick() }));
+      let highWater = plans[entry.plan].monthlyCredits;
+      for (const plan of entry.switches) {
+        events.push(story.event('customer.subscription.updated', { ...state, plan: plans[plan], created: tick() }));
+        highWater = Math.max(highWater, plans[plan].monthlyCredits);
+      }
+      expected = highWater;
     });
-    const last = history.periods.length - 1;
-    if (history.deleted) push({ type: 'customer.subscription.deleted', period: last, plan: history.periods[last]!.plan, status: 'active' });
-    return steps;
+    if (history.deleted) {
+      const n = history.periods.length - 1;
+      events.push(story.event('customer.subscription.deleted', { period: period(n), plan: plans[0], created: tick() + 1 }));
+      expected = 0;
+    }
+    return { events, expected };
   }
 
-  /** The linking checkout session first, then the subscription's events; ids sort in step order. */
-  function eventsFor(sub: TestSubscription, steps: Step[], idPrefix: string): object[] {
-    const id = (index: number) => `${idPrefix}_${String(index).padStart(2, '0')}`;
-    return [
-      linkingCheckout(sub, { id: id(0), created: steps[0]!.created }),
-      ...steps.map((step, index) =>
-        subscriptionEvent(step.type, sub, { period: step.period, ...plans[step.plan], status: step.status, created: step.created, id: id(index + 1) }),
-      ),
-    ];
-  }
-
-  const comparable = (row: AccountRow | undefined) =>
-    row && { subscriptionCredits: row.subscriptionCredits, status: row.status, plan: row.plan, periodStart: row.periodStart, periodEnd: row.periodEnd };
-
-  test('any permutation, with duplicates, of one subscription history ends in the same row as in-order delivery', async () => {
+  test('any permutation, with duplicates and random event ids, leaves the credits in-order delivery leaves, which follow the rules', async () => {
     const scenario = historyArbitrary.chain((history) => {
-      const count = stepsOf(history).length + 1;
-      const indices = Array.from({ length: count }, (_, index) => index);
+      const count = eventsOf(newStory(), history).events.length;
       return fc.record({
         history: fc.constant(history),
-        order: fc.shuffledSubarray(indices, { minLength: count, maxLength: count }),
-        duplicates: fc.array(fc.record({ event: fc.nat({ max: count - 1 }), position: fc.nat({ max: count }) }), { maxLength: 3 }),
+        order: fc.shuffledSubarray([...Array(count).keys()], { minLength: count, maxLength: count }),
+        duplicates: fc.array(fc.nat({ max: count - 1 }), { maxLength: 3 }),
       });
     });
-
     await fc.assert(
       fc.asyncProperty(scenario, async ({ history, order, duplicates }) => {
-        const steps = stepsOf(history);
-        const run = randomBytes(6).toString('hex');
-
-        const inOrder = newSubscription();
-        for (const event of eventsFor(inOrder, steps, `evt_${run}_inorder`)) expect(['processed']).toContain((await send(event)).status);
-
-        const shuffled = newSubscription();
-        const events = eventsFor(shuffled, steps, `evt_${run}_shuffled`);
-        const deliveries = order.map((index) => events[index]!);
-        for (const { event, position } of duplicates) deliveries.splice(position, 0, events[event]!);
-        for (const event of deliveries) expect(['processed', 'unmatched', 'duplicate']).toContain((await send(event)).status);
-
-        const expected = await accountOf(inOrder.user);
-        expect(comparable(await accountOf(shuffled.user))).toEqual(comparable(expected));
-
-        // And in-order delivery itself follows the rules: the last state decides.
-        const last = steps.at(-1)!;
-        expect(comparable(expected)).toEqual({
-          subscriptionCredits: history.deleted || !entitled(last.status) ? 0 : plans[last.plan].monthlyCredits,
-          status: history.deleted ? 'canceled' : last.status,
-          plan: plans[last.plan].priceId,
-          periodStart: periodStart(last.period),
-          periodEnd: periodEnd(last.period),
-        });
+        const inOrder = newStory();
+        const built = eventsOf(inOrder, history);
+        for (const event of built.events) await send(event);
+        const shuffled = newStory();
+        const events = eventsOf(shuffled, history).events;
+        for (const index of [...order, ...duplicates]) await send(events[index]!);
+        const credits = async (user: string) => (await balanceOf(database.db, user)).subscription;
+        expect(await credits(inOrder.user)).toBe(built.expected);
+        expect(await credits(shuffled.user)).toBe(built.expected);
+        const comparable = (account: Awaited<ReturnType<typeof accountOf>>) => account && { ...account, subscriptionId: undefined, customerId: undefined };
+        expect(comparable(await accountOf(shuffled.user))).toEqual(comparable(await accountOf(inOrder.user)));
       }),
       { numRuns: 25 },
     );
-  });
-});
-
-describe('a user who signs up again', () => {
-  /** A second subscription for the same user and customer, started while the first is still active. */
-  const replacementOf = (first: TestSubscription): TestSubscription => ({ ...first, id: stripeId('sub') });
-
-  test.each([
-    ['after the old one ended', false],
-    ['before the old one ended (linked when it ends)', true],
-  ])('the new subscription is linked and credited %s', async (_name, newFirst) => {
-    const first = newSubscription();
-    await send(linkingCheckout(first, { created: eventTime(1) }));
-    await send(subscriptionEvent('customer.subscription.created', first, { period: 2, monthlyCredits: 100, created: eventTime(2) }));
-    const second = replacementOf(first);
-    const deleteFirst = subscriptionEvent('customer.subscription.deleted', first, { period: 2, created: eventTime(3) });
-    const signUpAgain = [
-      linkingCheckout(second, { created: eventTime(4) }),
-      subscriptionEvent('customer.subscription.created', second, { period: 3, monthlyCredits: 300, priceId: 'price_pro', created: eventTime(5) }),
-    ];
-    if (newFirst) {
-      expect((await send(signUpAgain[0]!)).status).toBe('unmatched');
-      await send(signUpAgain[1]!);
-      await send(deleteFirst);
-    } else {
-      await send(deleteFirst);
-      for (const event of signUpAgain) await send(event);
-    }
-    expect(await accountOf(first.user)).toMatchObject({ subscriptionId: second.id, subscriptionCredits: 300, status: 'active', plan: 'price_pro' });
-  });
-});
-
-describe('changes within a billing period', () => {
-  test.each([
-    ['in order', false],
-    ['reversed', true],
-  ])('an upgrade mid-period leaves the new plan\'s allowance (%s)', async (_name, reversed) => {
-    const sub = newSubscription();
-    const events = [
-      linkingCheckout(sub, { created: eventTime(1) }),
-      subscriptionEvent('customer.subscription.created', sub, { period: 3, monthlyCredits: 100, created: eventTime(2) }),
-      subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 500, priceId: 'price_big', created: eventTime(3) }),
-    ];
-    for (const event of reversed ? events.reverse() : events) await send(event);
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 500, plan: 'price_big' });
-  });
-
-  test.each([
-    ['in order', false],
-    ['reversed', true],
-  ])('losing the payment mid-period withholds the allowance until it is paid again (%s)', async (_name, reversed) => {
-    const sub = newSubscription();
-    const events = [
-      linkingCheckout(sub, { created: eventTime(1) }),
-      subscriptionEvent('customer.subscription.created', sub, { period: 3, monthlyCredits: 100, created: eventTime(2) }),
-      subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 100, status: 'unpaid', created: eventTime(3) }),
-    ];
-    for (const event of reversed ? [...events].reverse() : events) await send(event);
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0, status: 'unpaid' });
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 100, status: 'active', created: eventTime(4) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 100, status: 'active' });
-  });
-
-  test('a downgrade after spending never takes back more than is left', async () => {
-    const sub = newSubscription();
-    await send(linkingCheckout(sub, { created: eventTime(1) }));
-    await send(subscriptionEvent('customer.subscription.created', sub, { period: 3, monthlyCredits: 500, created: eventTime(2) }));
-    await spendCredits(database.db, sub.user, 'subscription', 450);
-    await send(subscriptionEvent('customer.subscription.updated', sub, { period: 3, monthlyCredits: 100, created: eventTime(3) }));
-    expect(await accountOf(sub.user)).toMatchObject({ subscriptionCredits: 0 });
-    expect((await bucketLedger(database.db, sub.user, 'subscription')).at(-1)).toEqual({ delta: -50, reason: 'subscription_allowance_lowered' });
   });
 });
 

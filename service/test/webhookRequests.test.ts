@@ -2,6 +2,9 @@ import { createTestDatabase, type TestDatabase } from './support/testDatabase';
 import { deliver, startTestApp, testWebhookSecret, type TestApp } from './support/testApp';
 import { checkoutSession, signStripePayload, stripeEvent, unixSeconds } from './support/stripeFixtures';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
+import { otherSpellings } from './support/pathSpellings';
+import { rawExchange } from './support/rawHttp';
+import { webhookPath } from '../webhook/route';
 
 let database: TestDatabase;
 let app: TestApp;
@@ -108,6 +111,21 @@ test('other methods on the webhook path get a 405 naming POST', async () => {
     expect(response.status).toBe(405);
     expect(response.headers.get('allow')).toBe('POST');
   }
+});
+
+test('only the exact spelling of the webhook path reaches the handler: other spellings are 404 and apply nothing', async () => {
+  const before = await eventCount();
+  const port = Number(new URL(app.url).port);
+  for (const target of otherSpellings(webhookPath)) {
+    const body = JSON.stringify(paidPurchase('user_other_spelling', 7));
+    const request =
+      `POST ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
+      `Stripe-Signature: ${signStripePayload(body, [testWebhookSecret])}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+    const response = await rawExchange(port, request);
+    expect({ target, status: response.status }).toEqual({ target, status: 404 });
+  }
+  expect(await eventCount()).toBe(before);
+  expect(await balanceOf(database.db, 'user_other_spelling')).toEqual({ purchased: 0, subscription: 0 });
 });
 
 test('an event type we do not handle is acknowledged as ignored and recorded once', async () => {

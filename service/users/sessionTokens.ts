@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 
 /**
  * The product's user sessions: JWTs whose `sub` is the user id (the id Checkout gets as client_reference_id).
@@ -12,6 +12,9 @@ export interface SessionTokenOptions {
   issuer?: string;
   audience?: string;
 }
+
+/** Only a shared key signs here: the private key behind a key set is the product's sign-in's alone. */
+export type SharedKeyTokenOptions = SessionTokenOptions & { key: { kind: 'secret' } };
 
 export interface Session {
   userId: string;
@@ -70,6 +73,22 @@ export function sessionVerifier(options: SessionTokenOptions): SessionVerifier {
     }
     return { userId: sub, expiresAtMillis: exp * 1000 };
   };
+}
+
+/**
+ * A session token as the product's sign-in issues it, and as `sessionVerifier` accepts it. The service never
+ * issues one; the development scripts (`make-token`, `send-test-event`) do, with the service's key and claims.
+ */
+export function signSessionToken(options: SharedKeyTokenOptions, userId: string, ttlSeconds: number, issuedAtSeconds = Math.floor(Date.now() / 1000)): Promise<string> {
+  const token = new SignJWT({}).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject(userId).setIssuedAt(issuedAtSeconds).setExpirationTime(issuedAtSeconds + ttlSeconds);
+  if (options.issuer) token.setIssuer(options.issuer);
+  if (options.audience) token.setAudience(options.audience);
+  return token.sign(new TextEncoder().encode(options.key.secret));
+}
+
+/** Whether these options hold a key this process can sign with. */
+export function canSign(options: SessionTokenOptions): options is SharedKeyTokenOptions {
+  return options.key.kind === 'secret';
 }
 
 /**

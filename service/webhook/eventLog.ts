@@ -4,7 +4,9 @@ import type { StripeEvent } from './stripeEvent';
 export type RecordedStatus = 'processed' | 'ignored' | 'unmatched' | 'failed';
 
 // Inserting the event row is the idempotency check: a concurrent copy of the same event waits on the
-// primary key until the first commits, then finds it. A 'failed' row does not count as seen.
+// primary key until the first commits, then finds it. A 'failed' row does not count as seen, and neither does
+// an 'unmatched' one: what could not be applied (no user yet, a price missing from the catalog) is applied
+// when the event comes again, after the cause is fixed; the rules' own keys still make every grant happen once.
 // `$6` optionally serialises transactions about the same Stripe object (see the handlers) before anything
 // is read, so each one sees what the other committed.
 const claimSql = `
@@ -12,7 +14,7 @@ const claimSql = `
   INSERT INTO stripe_events (id, type, livemode, created, status, processed_at)
   SELECT $1, $2, $3, to_timestamp($4), $5, now() FROM (SELECT count(*) FROM serialize) AS locked
   ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, processed_at = now(), error = NULL
-    WHERE stripe_events.status = 'failed'
+    WHERE stripe_events.status IN ('failed', 'unmatched')
   RETURNING id`;
 
 /** Records the event as seen; false when it was already applied (a duplicate delivery). */
@@ -21,9 +23,9 @@ export async function claimEvent(tx: Queryable, event: StripeEvent, status: 'pro
   return rowCount === 1;
 }
 
-/** Whether the event was applied (or deliberately not) already; a 'failed' one was not. */
+/** Whether the event was applied (or deliberately not) already; a 'failed' or 'unmatched' one was not. */
 export async function isEventRecorded(db: Queryable, eventId: string): Promise<boolean> {
-  const { rowCount } = await db.query("SELECT 1 FROM stripe_events WHERE id = $1 AND status <> 'failed'", [eventId]);
+  const { rowCount } = await db.query("SELECT 1 FROM stripe_events WHERE id = $1 AND status NOT IN ('failed', 'unmatched')", [eventId]);
   return rowCount > 0;
 }
 

@@ -1,6 +1,7 @@
 /**
  * The Stripe event types this service acts on. The deployment registers exactly these on the
- * Stripe webhook endpoint (infra/), so this list is the single source of truth.
+ * Stripe webhook endpoint (infra/), and the recovery script lists exactly these, so this list is the
+ * single source of truth. README "What each event does" says what each one does.
  */
 export const HANDLED_EVENT_TYPES = [
   'checkout.session.completed',
@@ -9,7 +10,15 @@ export const HANDLED_EVENT_TYPES = [
   'customer.subscription.created',
   'customer.subscription.updated',
   'customer.subscription.deleted',
+  'invoice.paid',
+  'invoice_payment.paid',
   'charge.refunded',
+  'refund.created',
+  'refund.updated',
+  'refund.failed',
+  'charge.refund.updated',
+  'charge.dispute.created',
+  'charge.dispute.closed',
 ] as const;
 
 export type HandledEventType = (typeof HANDLED_EVENT_TYPES)[number];

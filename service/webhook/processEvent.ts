@@ -1,17 +1,30 @@
-import { applyCheckoutSession, checkoutLockKey, needsLineItems, resolveCheckoutCredits, type CreditsResolution, type LineItemsFetcher } from '../credits/checkout';
 import type { CreditCatalog } from '../credits/catalog';
-import type { HandlerOutcome } from '../credits/outcome';
-import { applyChargeRefunded, chargeLockKey } from '../credits/refunds';
-import { applySubscriptionEvent, subscriptionEventLockKey } from '../credits/subscriptions';
+import { checkoutLockKey, fulfilCheckoutSession, needsLineItems, resolveCheckoutCredits, type CreditsResolution, type LineItemsFetcher } from '../credits/checkout';
+import { recordDispute } from '../credits/disputes';
+import { applyPaidInvoice, recordInvoicePayment } from '../credits/invoices';
+import { unmatched, type HandlerOutcome } from '../credits/outcome';
+import { paymentLockKey } from '../credits/purchaseTakeBack';
+import { recordChargeRefunded, recordRefund } from '../credits/refunds';
+import { eventSource } from '../credits/source';
+import { recordSubscriptionState, subscriptionLockKey } from '../credits/subscriptions';
 import type { Database, Queryable } from '../db';
+import type { StripeEvent } from '../stripe/event';
+import { readStripeId } from '../stripe/fields';
+import { readInvoice, readInvoicePayment } from '../stripe/invoice';
+import { readCharge, readDispute, readRefund } from '../stripe/payments';
+import { readSubscription, type Subscription } from '../stripe/subscription';
 import { claimEvent, isEventRecorded, setEventOutcome } from './eventLog';
 import { isHandledEventType, type HandledEventType } from './handledEventTypes';
-import type { StripeEvent } from './stripeEvent';
+
+/** Reads a subscription's current state from the Stripe API. */
+export type SubscriptionFetcher = (subscriptionId: string) => Promise<Record<string, unknown>>;
 
 export interface EventContext {
   catalog: CreditCatalog;
   /** Present when a Stripe API key is configured. */
   fetchLineItems: LineItemsFetcher | undefined;
+  /** Present when a Stripe API key is configured: decides between two subscription states of the same second. */
+  fetchSubscription?: SubscriptionFetcher;
 }
 
 export type EventResult =
@@ -20,32 +33,127 @@ export type EventResult =
   | { status: 'ignored'; reason: string }
   | { status: 'unmatched'; reason: string; userId?: string };
 
+/** What was read from Stripe before the transaction (no connection waits on the network). */
 interface Facts {
   credits: CreditsResolution | undefined;
+  /** The subscription as Stripe has it now, read when two of its events share one second. */
+  currentSubscription: Subscription | undefined;
 }
 
 interface EventHandler {
   /** Serialises transactions about the same Stripe object so none misses what another committed. */
-  lockKey(event: StripeEvent): string | undefined;
+  lockKey(object: Record<string, unknown>): string | undefined;
   apply(tx: Queryable, event: StripeEvent, facts: Facts, context: EventContext): Promise<HandlerOutcome>;
 }
 
-const checkout: EventHandler = { lockKey: checkoutLockKey, apply: (tx, event, facts) => applyCheckoutSession(tx, event, facts.credits) };
-const subscription: EventHandler = { lockKey: subscriptionEventLockKey, apply: (tx, event, _facts, context) => applySubscriptionEvent(tx, event, context.catalog) };
+/** Thrown inside the transaction (rolling it back) when Stripe's current state of a subscription must be read first. */
+class SubscriptionReadNeeded extends Error {
+  constructor(readonly subscriptionId: string) {
+    super(`two events of subscription ${subscriptionId} share one second: its current state is read from Stripe`);
+  }
+}
+
+const byPayment = (object: Record<string, unknown>) => {
+  const paymentIntent = readStripeId(object.payment_intent);
+  return paymentIntent ? paymentLockKey(paymentIntent) : undefined;
+};
+const byId = (lockKey: (id: string) => string) => (object: Record<string, unknown>) => {
+  const id = readStripeId(object.id);
+  return id ? lockKey(id) : undefined;
+};
+
+const checkout: EventHandler = {
+  lockKey: checkoutLockKey,
+  apply: (tx, event, facts, context) =>
+    fulfilCheckoutSession(tx, event.data.object, eventSource(event), {
+      credits: facts.credits,
+      paymentFailed: event.type === 'checkout.session.async_payment_failed',
+      catalog: context.catalog,
+    }),
+};
+
+const subscriptionState: EventHandler = {
+  lockKey: byId(subscriptionLockKey),
+  async apply(tx, event, facts, context) {
+    const subscription = readSubscription(event.data.object);
+    if (!subscription) return unmatched('subscription has no id');
+    const deleted = event.type === 'customer.subscription.deleted';
+    const recorded = await recordSubscriptionState(tx, subscription, eventSource(event), context.catalog, { deleted });
+    if (!recorded.tied || !context.fetchSubscription) return recorded.outcome;
+    // Stripe's advice for events of the same second: ask Stripe for the object's current state.
+    if (!facts.currentSubscription) throw new SubscriptionReadNeeded(subscription.id);
+    const current = { eventId: event.id, asOfSeconds: event.created, fromApi: true };
+    return (await recordSubscriptionState(tx, facts.currentSubscription, current, context.catalog)).outcome;
+  },
+};
+
+const invoiceSubscription = (object: Record<string, unknown>) => {
+  const subscriptionId = readInvoice(object)?.subscriptionId;
+  return subscriptionId ? subscriptionLockKey(subscriptionId) : undefined;
+};
+
+const refund: EventHandler = {
+  lockKey: byPayment,
+  apply: async (tx, event) => {
+    const read = readRefund(event.data.object);
+    return read ? recordRefund(tx, read, eventSource(event)) : unmatched('refund has no id or amount');
+  },
+};
+
+const dispute: EventHandler = {
+  lockKey: byPayment,
+  apply: async (tx, event) => {
+    const read = readDispute(event.data.object);
+    return read ? recordDispute(tx, read, eventSource(event)) : unmatched('dispute has no id or amount');
+  },
+};
 
 const handlers: Record<HandledEventType, EventHandler> = {
   'checkout.session.completed': checkout,
   'checkout.session.async_payment_succeeded': checkout,
   'checkout.session.async_payment_failed': checkout,
-  'customer.subscription.created': subscription,
-  'customer.subscription.updated': subscription,
-  'customer.subscription.deleted': subscription,
-  'charge.refunded': { lockKey: chargeLockKey, apply: (tx, event) => applyChargeRefunded(tx, event) },
+  'customer.subscription.created': subscriptionState,
+  'customer.subscription.updated': subscriptionState,
+  'customer.subscription.deleted': subscriptionState,
+  'invoice.paid': {
+    lockKey: invoiceSubscription,
+    apply: async (tx, event, _facts, context) => {
+      const read = readInvoice(event.data.object);
+      return read ? applyPaidInvoice(tx, read, eventSource(event), context.catalog) : unmatched('invoice has no id');
+    },
+  },
+  'invoice_payment.paid': {
+    lockKey: (object) => {
+      const paymentIntent = readInvoicePayment(object)?.paymentIntentId;
+      return paymentIntent ? paymentLockKey(paymentIntent) : undefined;
+    },
+    apply: async (tx, event) => {
+      const read = readInvoicePayment(event.data.object);
+      return read ? recordInvoicePayment(tx, read) : unmatched('invoice payment names no invoice');
+    },
+  },
+  'charge.refunded': {
+    lockKey: byPayment,
+    apply: async (tx, event) => {
+      const read = readCharge(event.data.object);
+      return read ? recordChargeRefunded(tx, read, eventSource(event)) : unmatched('charge has no id, amount or amount_refunded');
+    },
+  },
+  'refund.created': refund,
+  'refund.updated': refund,
+  'refund.failed': refund,
+  'charge.refund.updated': refund,
+  'charge.dispute.created': dispute,
+  'charge.dispute.closed': dispute,
 };
+
+const isCheckoutEvent = (type: string) => type.startsWith('checkout.session.');
 
 /**
  * Applies one authentic event exactly once: the event row, the credits and the ledger commit in one
- * transaction, or nothing does. Safe under concurrent copies of the same event on several replicas.
+ * transaction, or nothing does. Safe under concurrent copies of the same event on several replicas. An event
+ * recorded `unmatched` is applied again when it comes again (redelivery, replay): the rules' own keys make
+ * every grant happen once.
  */
 export async function processEvent(db: Database, event: StripeEvent, context: EventContext): Promise<EventResult> {
   if (!isHandledEventType(event.type)) {
@@ -54,15 +162,29 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
     return fresh ? { status: 'ignored', reason: 'event type not handled' } : { status: 'duplicate' };
   }
   const handler = handlers[event.type];
+  const object = event.data.object;
   // Anything that may call Stripe happens before the transaction, so no connection waits on the network;
   // and a duplicate costs no call to Stripe. (The claim below still decides, should two copies race.)
-  if (needsLineItems(event) && (await isEventRecorded(db, event.id))) return { status: 'duplicate' };
-  const facts: Facts = { credits: await resolveCheckoutCredits(event, context.catalog, context.fetchLineItems) };
-  return db.withTransaction(async (tx): Promise<EventResult> => {
-    if (!(await claimEvent(tx, event, 'processed', handler.lockKey(event)))) return { status: 'duplicate' };
-    const outcome = await handler.apply(tx, event, facts, context);
-    if (outcome.status !== 'processed') await setEventOutcome(tx, event.id, outcome.status, outcome.reason);
-    else if (outcome.note) await setEventOutcome(tx, event.id, 'processed', outcome.note);
-    return outcome;
-  });
+  const checkoutEvent = isCheckoutEvent(event.type);
+  if (checkoutEvent && needsLineItems(object) && (await isEventRecorded(db, event.id))) return { status: 'duplicate' };
+  const facts: Facts = {
+    credits: checkoutEvent ? await resolveCheckoutCredits(object, context.catalog, context.fetchLineItems) : undefined,
+    currentSubscription: undefined,
+  };
+  for (;;) {
+    try {
+      return await db.withTransaction(async (tx): Promise<EventResult> => {
+        if (!(await claimEvent(tx, event, 'processed', handler.lockKey(object)))) return { status: 'duplicate' };
+        const outcome = await handler.apply(tx, event, facts, context);
+        if (outcome.status !== 'processed') await setEventOutcome(tx, event.id, outcome.status, outcome.reason);
+        else if (outcome.note) await setEventOutcome(tx, event.id, 'processed', outcome.note);
+        return outcome;
+      });
+    } catch (error) {
+      if (!(error instanceof SubscriptionReadNeeded) || !context.fetchSubscription || facts.currentSubscription) throw error;
+      const current = readSubscription(await context.fetchSubscription(error.subscriptionId));
+      if (!current || current.id !== error.subscriptionId) throw new Error(`Stripe answered no subscription ${error.subscriptionId}`, { cause: error });
+      facts.currentSubscription = current;
+    }
+  }
 }

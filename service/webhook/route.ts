@@ -119,7 +119,8 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
 /** The setup guide's wording for purchases (operators grep for it), and its like for the other kinds. */
 function appliedMessage(eventType: string): string {
   if (eventType.startsWith('checkout.session.')) return 'Processing credit purchase for user';
-  if (eventType.startsWith('customer.subscription.')) return 'Processing subscription credits for user';
+  if (eventType.startsWith('customer.subscription.') || eventType.startsWith('invoice')) return 'Processing subscription credits for user';
+  if (eventType.startsWith('charge.dispute.')) return 'Processing dispute for user';
   return 'Processing refund for user';
 }
 

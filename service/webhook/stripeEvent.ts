@@ -1,12 +1,6 @@
-/** The part of a Stripe event envelope this service relies on; `data.object` is checked by each handler. */
-export interface StripeEvent {
-  id: string;
-  type: string;
-  livemode: boolean;
-  /** Unix seconds, one-second resolution. */
-  created: number;
-  data: { object: Record<string, unknown> };
-}
+import type { StripeEvent } from '../stripe/event';
+
+export type { StripeEvent } from '../stripe/event';
 
 export class MalformedEventError extends Error {
   override name = 'MalformedEventError';

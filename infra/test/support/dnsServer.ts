@@ -7,12 +7,15 @@ import dgram from 'node:dgram';
 export interface DnsServer {
   /** `127.0.0.1:port`, the form nginx's `resolver` takes. */
   address: string;
+  /** Answers with these addresses from now on, as Docker's DNS does when containers join or leave the network. */
+  setAddresses(addresses: string[]): void;
   close(): Promise<void>;
 }
 
 const ttlSeconds = 1;
 
-export async function startDnsServer(name: string, addresses: string[]): Promise<DnsServer> {
+export async function startDnsServer(name: string, initialAddresses: string[]): Promise<DnsServer> {
+  let addresses = [...initialAddresses];
   const socket = dgram.createSocket('udp4');
   socket.on('message', (query, peer) => {
     const answer = respond(query, name.toLowerCase(), addresses);
@@ -21,6 +24,9 @@ export async function startDnsServer(name: string, addresses: string[]): Promise
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   return {
     address: `127.0.0.1:${socket.address().port}`,
+    setAddresses(next) {
+      addresses = [...next];
+    },
     close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
   };
 }

@@ -22,7 +22,14 @@ async function main(): Promise<void> {
       newResource(args) {
         types.push(args.type);
         if (args.type.startsWith('pulumi-nodejs:dynamic')) serializedProviders.push(String(args.inputs.__provider));
-        const outputs = { secret: 'whsec_fromMockStripe', exitCode: 0, repoDigest: 'sha256:aa', imageId: 'sha256:bb' };
+        const outputs = {
+          secret: 'whsec_fromMockStripe',
+          signingSecrets: ['whsec_fromMockStripe'],
+          suppliedSecretFor: '',
+          exitCode: 0,
+          repoDigest: 'sha256:aa',
+          imageId: 'sha256:bb',
+        };
         return { id: `${args.name}-id`, state: { ...args.inputs, ...outputs } };
       },
       call: (args) => args.inputs,

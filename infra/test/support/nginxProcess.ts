@@ -22,6 +22,13 @@ export function testNginxConfig(prefixDir: string, configPath: string): string {
   return result.stderr;
 }
 
+/** `nginx -v`: e.g. `nginx version: nginx/1.22.1`. */
+export function nginxVersion(): string {
+  requireNginx();
+  const result = spawnSync(nginxBinary, ['-v'], { encoding: 'utf8' });
+  return `${result.stderr}${result.stdout}`.trim();
+}
+
 /**
  * Runs nginx in the foreground as a child of the test, with everything (config, pid, temp files, logs)
  * under `prefixDir`. Resolves once the pid file exists: nginx writes it after binding its sockets.

@@ -11,6 +11,8 @@ import type * as Pulumi from '@pulumi/pulumi';
 export const project = 'stripe-credits';
 export const endpointType = 'pulumi-nodejs:dynamic/stripe:WebhookEndpoint';
 export const mockCreatedSecret = 'whsec_mockSecretReturnedOnCreate';
+/** The ID the mocked build of the service image gets (its repoDigest). */
+export const mockImageId = `sha256:${'a'.repeat(64)}`;
 
 /** Values that must never appear outside a secret. */
 export const secretValues = {
@@ -20,6 +22,8 @@ export const secretValues = {
   jwtSecret: 'jwt-secret-Never-Plain',
   tlsKeyMaterial: 'TLSKEYMATERIALneverplain',
   suppliedSecret: 'whsec_suppliedFromConfig',
+  serviceTestKey: 'rk_test_mockRestrictedKeyOfTheService',
+  serviceLiveKey: 'rk_live_mockRestrictedKeyOfTheService',
   databaseUrl: 'postgres://app:external-Never-Plain@db.example.com:5432/credits',
   createdSecret: mockCreatedSecret,
 };
@@ -31,6 +35,31 @@ export interface Registration {
   type: string;
   name: string;
   inputs: Record<string, unknown>;
+  /** The resource options as the engine receives them (the mock's `newResource` is not told these). */
+  options: RegistrationOptions;
+}
+
+export interface RegistrationOptions {
+  /** Names of the resources this one waits for: dependsOn and every resource whose output it takes. */
+  dependsOn: string[];
+  protect: boolean;
+  deleteBeforeReplace: boolean;
+  retainOnDelete: boolean;
+  /** A value whose change replaces the resource (secrets arrive wrapped, as in inputs). */
+  replacementTrigger: unknown;
+  additionalSecretOutputs: string[];
+}
+
+/** The parts of the engine's RegisterResourceRequest read here. */
+interface RegisterResourceRequest {
+  getType(): string;
+  getName(): string;
+  getDependenciesList(): string[];
+  getProtect(): boolean;
+  getDeletebeforereplace(): boolean;
+  getRetainondelete(): boolean;
+  getReplacementTrigger(): { toJavaScript(): unknown } | undefined;
+  getAdditionalsecretoutputsList(): string[];
 }
 
 export interface ProgramRun {
@@ -66,12 +95,16 @@ export function stackConfig(stack: StackName, overrides: Record<string, string |
     tlsCertificateFile: tls.certificate,
     tlsKeyFile: tls.key,
   };
+  // Every secret key is set in every stack (Pulumi.yaml declares them secret, without a default): "" when unused.
   const secrets: Record<string, string> = {
     stripeApiKey: stack === 'live' ? secretValues.liveKey : secretValues.testKey,
+    serviceStripeApiKey: '',
     postgresPassword: secretValues.postgresPassword,
     authJwtSecret: secretValues.jwtSecret,
+    databaseUrl: '',
+    stripeWebhookSecret: '',
   };
-  const secretKeyNames = new Set(['stripeApiKey', 'postgresPassword', 'authJwtSecret', 'databaseUrl', 'stripeWebhookSecret']);
+  const secretKeyNames = new Set(Object.keys(secrets));
   const merged: Record<string, string | null> = { ...plain, ...secrets, ...overrides };
   const values: Record<string, string> = {};
   for (const [key, value] of Object.entries(merged)) if (value !== null) values[`${project}:${key}`] = value;
@@ -79,21 +112,26 @@ export function stackConfig(stack: StackName, overrides: Record<string, string |
   return { values, secretKeys };
 }
 
-function mockState(type: string, inputs: Record<string, unknown>): { id: string; state: Record<string, unknown> } {
+/** What each provider would answer, as far as the program reads it. */
+function mockState(type: string, name: string, inputs: Record<string, unknown>): { id: string; state: Record<string, unknown> } {
   switch (type) {
     case endpointType: {
-      const supplied = unwrap(inputs.suppliedSecret);
-      return {
-        id: typeof inputs.adoptId === 'string' && inputs.adoptId ? inputs.adoptId : 'we_mockCreatedEndpoint',
-        state: { ...inputs, secret: supplied || mockCreatedSecret, livemode: inputs.mode === 'live', status: 'enabled' },
-      };
+      // As the provider does on create: an adopted endpoint signs with the supplied secret, a new one with its own.
+      const supplied = String(unwrap(inputs.suppliedSecret) ?? '');
+      const adopted = typeof inputs.adoptId === 'string' && inputs.adoptId !== '';
+      const id = adopted ? (inputs.adoptId as string) : 'we_mockCreatedEndpoint';
+      const secret = adopted ? supplied : mockCreatedSecret;
+      const signingSecrets = supplied && supplied !== secret ? [secret, supplied] : [secret];
+      return { id, state: { ...inputs, secret, suppliedSecretFor: adopted ? id : '', signingSecrets, livemode: inputs.mode === 'live', status: 'enabled' } };
     }
     case 'docker:index/image:Image':
-      return { id: 'image-id', state: { ...inputs, repoDigest: `sha256:${'a'.repeat(64)}` } };
+      return { id: 'image-id', state: { ...inputs, repoDigest: mockImageId } };
     case 'docker:index/remoteImage:RemoteImage':
       return { id: 'remote-image-id', state: { ...inputs, imageId: `sha256:${'b'.repeat(64)}` } };
-    case 'docker:index/container:Container':
-      return { id: `container-${String(inputs.name)}`, state: { ...inputs, exitCode: 0 } };
+    case 'docker:index/container:Container': {
+      const containerName = typeof inputs.name === 'string' ? inputs.name : `${name}-docker-named`; // as Docker names it
+      return { id: `container-${containerName}`, state: { ...inputs, name: containerName, exitCode: 0 } };
+    }
     default:
       return { id: `${type}-id`, state: { ...inputs } };
   }
@@ -105,11 +143,14 @@ export async function runProgram(stack: StackName, overrides: Record<string, str
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const pulumi = require('@pulumi/pulumi') as typeof Pulumi;
   const registrations: Registration[] = [];
+  const optionsByResource = new Map<string, RegistrationOptions>();
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
-        registrations.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown> });
-        return mockState(args.type, args.inputs as Record<string, unknown>);
+        const options = optionsByResource.get(`${args.type}::${args.name}`);
+        if (!options) throw new Error(`no resource options recorded for ${args.type} ${args.name}`);
+        registrations.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown>, options });
+        return mockState(args.type, args.name, args.inputs as Record<string, unknown>);
       },
       call: (args) => args.inputs,
     },
@@ -117,6 +158,20 @@ export async function runProgram(stack: StackName, overrides: Record<string, str
     stack,
     false,
   );
+  // The mock monitor passes only type, name and inputs on: read the options from the request itself.
+  const monitor = pulumi.runtime.getMonitor() as unknown as { registerResource(req: RegisterResourceRequest, callback: unknown): unknown };
+  const registerResource = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, callback) => {
+    optionsByResource.set(`${req.getType()}::${req.getName()}`, {
+      dependsOn: req.getDependenciesList().map((urn) => urn.split('::').pop() as string),
+      protect: req.getProtect(),
+      deleteBeforeReplace: req.getDeletebeforereplace(),
+      retainOnDelete: req.getRetainondelete(),
+      replacementTrigger: req.getReplacementTrigger()?.toJavaScript(),
+      additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
+    });
+    return registerResource(req, callback);
+  };
   const { values, secretKeys } = stackConfig(stack, overrides);
   pulumi.runtime.setAllConfig(values, secretKeys);
 

@@ -7,12 +7,12 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { freePort } from './freePort';
+import { freePort } from '../../freePort';
 
 const run = promisify(execFile);
 
@@ -174,6 +174,16 @@ function childEnv(options: ServiceOptions, host: string, port: number, dataDir: 
   return env;
 }
 
+/**
+ * A data dir of its own for one service process. As root, an embedded PostgreSQL in it runs as the `postgres`
+ * user, which must be able to enter it (mkdtemp makes it 0700); what it holds besides is mode 0600.
+ */
+async function temporaryDataDirectory(): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'credits-service-data-'));
+  await chmod(dir, 0o755);
+  return dir;
+}
+
 /** Signals a process group, if any of it is left. */
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -194,7 +204,7 @@ export async function spawnServiceProcess(options: ServiceOptions): Promise<Spaw
   const host = options.host ?? '127.0.0.1';
   const port = options.port || (await freePort([host]));
   const givenDataDir = options.dataDir ?? options.env?.DATA_DIR;
-  const temporaryDataDir = givenDataDir === undefined ? await mkdtemp(path.join(os.tmpdir(), 'credits-service-data-')) : undefined;
+  const temporaryDataDir = givenDataDir === undefined ? await temporaryDataDirectory() : undefined;
   const child: ChildProcess = spawn(process.execPath, ['--import', pathToFileURL(exitWithStarter).href, ...(options.nodeArgs ?? []), ...program], {
     cwd: options.cwd ?? repositoryRoot,
     env: childEnv(options, host, port, givenDataDir ?? temporaryDataDir!),
@@ -235,8 +245,9 @@ export async function spawnServiceProcess(options: ServiceOptions): Promise<Spaw
   const exited = new Promise<ServiceExit>((resolve) => {
     child.once('exit', (code, signal) => {
       running = false;
-      if (temporaryDataDir) void rm(temporaryDataDir, { recursive: true, force: true });
-      resolve({ code, signal });
+      // Gone once the exit is reported: a test file that ends right after stop() leaves no folder behind.
+      const removed = temporaryDataDir ? rm(temporaryDataDir, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined) : Promise.resolve();
+      void removed.then(() => resolve({ code, signal }));
     });
   });
 

@@ -1,0 +1,28 @@
+import type { Queryable } from '../db';
+import type { StripeEvent } from '../stripe/event';
+
+/**
+ * How a Stripe object reached a rule: in an event, or read from the Stripe API (billing sync, or a tie of
+ * event times). The ledger names the event; ordering uses the time the object was in that state.
+ */
+export interface ObjectSource {
+  /** The event that brought the object or caused it to be read; absent for a read on its own. */
+  eventId: string | undefined;
+  /** When Stripe's object was in this state, Unix seconds: the event's `created`, or the time it was read. */
+  asOfSeconds: number;
+  /** The object was read from the Stripe API: Stripe's current state, newer than any event of the same second. */
+  fromApi: boolean;
+}
+
+export function eventSource(event: StripeEvent): ObjectSource {
+  return { eventId: event.id, asOfSeconds: event.created, fromApi: false };
+}
+
+/**
+ * Serialises transactions about one Stripe object (subscriptionLockKey, paymentLockKey) or one user, until the
+ * transaction ends. claimEvent takes the object's lock for an event; a rule applied to an object read from the
+ * API (billing sync) takes it with this first, so a webhook and a sync of the same object never miss each other.
+ */
+export async function takeLock(tx: Queryable, key: string): Promise<void> {
+  await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [key]);
+}

@@ -1,0 +1,145 @@
+/**
+ * Every statement a crediting transaction runs finds its rows through an index, on tables as large as a busy
+ * deployment's: a sequential scan inside the transaction would hold its locks for as long as the table takes
+ * to read (an index on stripe_subscriptions.user_id was missing: 100–190 ms per subscription end at 200k rows).
+ *
+ * Each hot path is applied for real through processEvent while its statements are recorded, then each
+ * statement is EXPLAINed with its own parameters. Rows per table: CREDITING_PLAN_ROWS (default 100,000; the
+ * plans were also checked at 1,000,000).
+ */
+import { randomUUID } from 'node:crypto';
+import { emptyCatalog } from '../credits/catalog';
+import type { Database, Queryable } from '../db';
+import { processEvent, type EventContext } from '../webhook/processEvent';
+import type { StripeEvent } from '../webhook/stripeEvent';
+import { charge, checkoutSession, dispute, invoice, invoicePayment, refund, stripeEvent, subscription, subscriptionCheckoutSession } from './support/stripeFixtures';
+import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+
+const rowsPerTable = Number(process.env.CREDITING_PLAN_ROWS ?? 100_000);
+const fillTimeoutMillis = 600_000;
+
+let database: TestDatabase;
+
+// Every table the crediting transactions touch, filled with rows shaped like real ones: many users, each with
+// purchases, refunds, disputes, subscriptions with several periods and invoices.
+const fillSql = `
+  ALTER TABLE service_subscriptions DISABLE TRIGGER service_subscriptions_balance_changed;
+  INSERT INTO stripe_events (id, type, livemode, created, status, processed_at)
+    SELECT 'evt_fill_' || g, 'checkout.session.completed', false, now(), 'processed', now() FROM generate_series(1, $rows) g;
+  INSERT INTO credit_purchases (user_id, stripe_checkout_session_id, payment_intent, credits, amount_total, currency, livemode, status, paid_at)
+    SELECT 'user_fill_' || (g % $users), 'cs_fill_' || g, 'pi_fill_' || g, 100, 1000, 'usd', false, 'paid', now() FROM generate_series(1, $rows) g;
+  INSERT INTO credit_ledger (user_id, bucket, delta, reason, stripe_event_id, source_id)
+    SELECT 'user_fill_' || (g % $users), 'purchased', 100, 'credit_purchase', 'evt_fill_' || g, 'cs_fill_' || g FROM generate_series(1, $rows) g;
+  INSERT INTO service_subscriptions (user_id, purchased_credits_balance, stripe_customer_id, stripe_subscription_id, credited_period_start)
+    SELECT 'user_fill_' || g, 0, 'cus_fill_' || g, 'sub_fill_' || g, date_trunc('day', now()) FROM generate_series(1, $rows) g;
+  INSERT INTO stripe_subscriptions (id, customer_id, user_id, status, event_created, ended, event_id, subscription_created, current_period_start, current_period_end)
+    SELECT 'sub_fill_' || g, 'cus_fill_' || g, 'user_fill_' || g, 'active', now() - interval '1 day', false, 'evt_fill_' || g, now() - interval '1 year',
+           date_trunc('day', now()), date_trunc('day', now()) + interval '30 days' FROM generate_series(1, $rows) g;
+  INSERT INTO subscription_periods (subscription_id, period_start, period_end, plan_allowance, granted)
+    SELECT 'sub_fill_' || (g % $users), date_trunc('day', now()) - (g / $users) * interval '30 days',
+           date_trunc('day', now()) - (g / $users - 1) * interval '30 days', 100, 100 FROM generate_series(1, $rows) g;
+  INSERT INTO subscription_invoices (id, subscription_id, lines, latest_line_start, amount_paid)
+    SELECT 'in_fill_' || g, 'sub_fill_' || (g % $users), '[]', date_trunc('day', now()) - (g / $users) * interval '30 days', 1000 FROM generate_series(1, $rows) g;
+  INSERT INTO invoice_payments (payment_intent, invoice_id) SELECT 'pi_invoice_fill_' || g, 'in_fill_' || g FROM generate_series(1, $rows) g;
+  INSERT INTO payment_refunds (id, payment_intent, charge_id, amount, status, counted)
+    SELECT 're_fill_' || g, 'pi_fill_' || g, 'ch_fill_' || g, 100, 'succeeded', true FROM generate_series(1, $rows) g;
+  INSERT INTO charge_refunds (payment_intent, charge_id, amount, amount_refunded, reported_at)
+    SELECT 'pi_fill_' || g, 'ch_fill_' || g, 1000, 100, now() FROM generate_series(1, $rows) g;
+  INSERT INTO payment_disputes (id, payment_intent, charge_id, amount, status, counted, reported_at, stage)
+    SELECT 'dp_fill_' || g, 'pi_fill_' || g, 'ch_fill_' || g, 100, 'won', false, now(), 2 FROM generate_series(1, $rows) g;
+  ALTER TABLE service_subscriptions ENABLE TRIGGER service_subscriptions_balance_changed;`;
+
+beforeAll(async () => {
+  database = await createTestDatabase({ poolMax: 4 });
+  const users = Math.max(1, Math.floor(rowsPerTable / 4));
+  const statements = fillSql.replaceAll('$rows', String(rowsPerTable)).replaceAll('$users', String(users)).split(';').filter((sql) => sql.trim());
+  await database.db.withTransaction(async (tx) => {
+    await tx.query('SET LOCAL statement_timeout = 0');
+    for (const sql of statements) await tx.query(sql);
+  });
+  await database.db.query('ANALYZE');
+}, fillTimeoutMillis);
+afterAll(async () => {
+  await database?.drop();
+});
+
+interface Statement {
+  sql: string;
+  params: readonly unknown[];
+}
+
+/** The database as processEvent sees it, recording every statement it runs. */
+function recording(db: Database, statements: Statement[]): Database {
+  const record = (target: Queryable): Queryable => ({
+    query(sql, params = []) {
+      statements.push({ sql, params });
+      return target.query(sql, params);
+    },
+  });
+  return { ...db, ...record(db), withTransaction: (work) => db.withTransaction((tx) => work(record(tx))) };
+}
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  Plans?: PlanNode[];
+}
+
+function sequentialScans(node: PlanNode): string[] {
+  const own = node['Node Type'] === 'Seq Scan' ? [node['Relation Name'] ?? '?'] : [];
+  return [...own, ...(node.Plans ?? []).flatMap(sequentialScans)];
+}
+
+/** Each statement with the tables it would read sequentially (none, when every lookup uses an index). */
+async function plansOf(statements: Statement[]): Promise<Array<{ sql: string; sequentialScans: string[] }>> {
+  const plans = [];
+  for (const { sql, params } of statements) {
+    const { rows } = await database.db.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (FORMAT JSON) ${sql}`, params);
+    plans.push({ sql: sql.replace(/\s+/g, ' ').trim().slice(0, 160), sequentialScans: sequentialScans(rows[0]!['QUERY PLAN'][0]!.Plan) });
+  }
+  return plans;
+}
+
+const context: EventContext = { catalog: emptyCatalog(), fetchLineItems: undefined };
+const fresh = (prefix: string) => `${prefix}_${randomUUID().replaceAll('-', '')}`;
+
+/** The hot paths: events of every handled kind, against rows that exist among the many. */
+function hotPathEvents(): Array<[string, object]> {
+  const buyer = 'user_fill_3';
+  const purchase = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: buyer, metadata: { credits: '10' } }));
+  const renewed = subscription({ id: 'sub_fill_20', customer: 'cus_fill_20' }, { monthlyCredits: 100, periodStart: Math.floor(Date.now() / 1000) + 86400 });
+  const ended = subscription({ id: 'sub_fill_21', customer: 'cus_fill_21', status: 'canceled' }, { monthlyCredits: 100 });
+  const paidRenewal = invoice({ billing_reason: 'subscription_cycle' }, { subscription: renewed });
+  return [
+    ['a new paid Checkout session', purchase],
+    ['a duplicate delivery', purchase],
+    ['an ignored type', stripeEvent('customer.created', { id: fresh('cus'), object: 'customer' })],
+    ['charge.refunded', stripeEvent('charge.refunded', charge({ payment_intent: 'pi_fill_10', amount: 1000, amount_refunded: 500 }))],
+    ['refund.created', stripeEvent('refund.created', refund({ amount: 300, payment_intent: 'pi_fill_11' }))],
+    ['refund.failed of a payment that bought nothing', stripeEvent('refund.failed', refund({ amount: 300, status: 'failed', payment_intent: fresh('pi') }))],
+    ['charge.dispute.created', stripeEvent('charge.dispute.created', dispute({ amount: 1000, payment_intent: 'pi_fill_12' }))],
+    ['a subscription renewed', stripeEvent('customer.subscription.updated', renewed)],
+    ['its renewal invoice paid', stripeEvent('invoice.paid', paidRenewal)],
+    ['the invoice payment', stripeEvent('invoice_payment.paid', invoicePayment(paidRenewal))],
+    ['a subscription ended', stripeEvent('customer.subscription.deleted', ended)],
+    ['a sign-up linking a new subscription', stripeEvent('checkout.session.completed', subscriptionCheckoutSession({ client_reference_id: 'user_fill_22', customer: 'cus_fill_22' }))],
+  ];
+}
+
+test(`every statement of every crediting transaction reads through an index with ${rowsPerTable.toLocaleString('en-US')} rows per table (defect 10)`, async () => {
+  const found: Array<{ path: string; sql: string; sequentialScans: string[] }> = [];
+  let statementCount = 0;
+  for (const [path, event] of hotPathEvents()) {
+    const statements: Statement[] = [];
+    await processEvent(recording(database.db, statements), event as unknown as StripeEvent, context);
+    statementCount += statements.length;
+    for (const plan of await plansOf(statements)) if (plan.sequentialScans.length > 0) found.push({ path, ...plan });
+  }
+  expect(statementCount).toBeGreaterThan(30);
+  expect(found).toEqual([]);
+}, 120_000);
+
+test('the check sees a sequential scan when a lookup has no index', async () => {
+  const plans = await plansOf([{ sql: 'SELECT 1 FROM credit_ledger WHERE reason = $1', params: ['usage'] }]);
+  expect(plans[0]!.sequentialScans).toEqual(['credit_ledger']);
+});

@@ -1,0 +1,101 @@
+/**
+ * Rotating the database password while the service runs (README, Deploy): ALTER ROLE first, then the
+ * password file; the service reads the file for every new connection. Against a PostgreSQL server that
+ * checks passwords for real (SCRAM over TCP), with the service as a child process.
+ */
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { connectDatabase, type Database } from '../db';
+import { createLogger } from '../logger';
+import { startPrivatePostgres, type PrivatePostgres } from './support/privatePostgres';
+import { startServiceProcess, stopAllServiceProcesses, waitUntil, type ServiceProcess } from './support/serviceProcess';
+import { checkoutSession, signedDelivery, stripeEvent } from './support/stripeFixtures';
+
+const logger = createLogger('silent');
+const webhookSecret = 'whsec_passwordRotationSecret';
+const role = 'credits_app';
+
+let server: PrivatePostgres;
+let admin: Database;
+let dir: string;
+let passwordFile: string;
+let service: ServiceProcess;
+
+/** Replaces the file by rename, as the secret writer does. */
+function writePassword(password: string): void {
+  const next = path.join(dir, '.database_password.new');
+  writeFileSync(next, `${password}\n`, { mode: 0o400 });
+  renameSync(next, passwordFile);
+}
+
+async function deliverPurchase(userId: string): Promise<number> {
+  const delivery = signedDelivery(stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: userId, metadata: { credits: '1' } })), [webhookSecret]);
+  const response = await fetch(service.webhookUrl, { method: 'POST', headers: delivery.headers, body: delivery.body });
+  return response.status;
+}
+
+/** Whether `password` opens a new connection as the service's role. */
+async function canConnectWith(password: string): Promise<boolean> {
+  const probe = connectDatabase({ connectionString: `postgres://${role}:${encodeURIComponent(password)}@127.0.0.1:${server.port}/credits`, poolMax: 1, logger });
+  try {
+    await probe.ping();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await probe.close();
+  }
+}
+
+beforeAll(async () => {
+  server = await startPrivatePostgres({ hostAuth: 'scram-sha-256' });
+  admin = connectDatabase({ connectionString: server.socketUrl(), poolMax: 2, logger });
+  await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD 'first-password'`);
+  await admin.query(`CREATE DATABASE credits OWNER ${role}`);
+  dir = mkdtempSync(path.join(os.tmpdir(), 'password-rotation-'));
+  passwordFile = path.join(dir, 'database_password');
+  writePassword('first-password');
+  service = await startServiceProcess({
+    name: 'rotation service',
+    // No password in the URL: the file holds it.
+    databaseUrl: `postgres://${role}@127.0.0.1:${server.port}/credits`,
+    webhookSecret,
+    env: { DATABASE_PASSWORD_FILE: passwordFile },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await stopAllServiceProcesses();
+  await admin?.close();
+  await server?.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('ALTER ROLE, then the file: the running service opens its new connections with the new password, no delivery fails', async () => {
+  expect(await deliverPurchase('user_rotation')).toBe(200);
+
+  await admin.query(`ALTER ROLE ${role} PASSWORD 'second-password'`);
+  writePassword('second-password');
+  // The pool's idle connections end (as they do after idleTimeoutMillis, or a database restart): the next
+  // requests need new connections, and the notification listener reconnects.
+  const rotatedAt = new Date();
+  await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND state = $2', [role, 'idle']);
+  await waitUntil(async () => (await admin.query('SELECT 1 FROM pg_stat_activity WHERE usename = $1', [role])).rowCount === 0, 10_000, 'idle connections closed');
+
+  const statuses: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    statuses.push(...(await Promise.all(Array.from({ length: 8 }, (_, index) => deliverPurchase(`user_rotation_${index % 4}`)))));
+  }
+
+  expect(new Set(statuses)).toEqual(new Set([200]));
+  const { rows } = await admin.query<{ count: number }>(
+    'SELECT count(*)::int AS count FROM pg_stat_activity WHERE usename = $1 AND backend_start > $2',
+    [role, rotatedAt],
+  );
+  expect(rows[0]?.count).toBeGreaterThan(1); // new connections, several at once, made with the new password
+  await expect(canConnectWith('first-password')).resolves.toBe(false);
+  await expect(canConnectWith('second-password')).resolves.toBe(true);
+  await service.waitForLog((line) => line.includes('database notification') || line.includes('idle database connection lost'));
+  expect(service.logLines.join('\n')).not.toContain('second-password');
+});

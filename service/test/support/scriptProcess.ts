@@ -1,0 +1,28 @@
+/**
+ * One of our TypeScript scripts (scripts/…) as a real process, the way `npm run` runs it: node with tsx as a
+ * loader (one process, nothing left behind), in the repository, with exactly the environment given, and
+ * killed if it overstays.
+ */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { repositoryRoot } from './serviceProcess';
+
+export interface ScriptRun {
+  /** The exit code; -1 when it was killed. */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const defaultDeadlineMillis = 30_000;
+
+export function runScript(file: string, args: string[], env: NodeJS.ProcessEnv, deadlineMillis = defaultDeadlineMillis): Promise<ScriptRun> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', path.resolve(repositoryRoot, file), ...args],
+      { cwd: repositoryRoot, env, timeout: deadlineMillis, killSignal: 'SIGKILL' },
+      (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
+    );
+  });
+}
