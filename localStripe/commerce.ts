@@ -9,7 +9,7 @@ import type Stripe from 'stripe';
 import { invalidParam, resourceMissing, StripeApiError } from './apiConventions';
 import { DEFAULT_CURRENCY, stripeId, unixSeconds } from './buildingBlocks';
 import { checkoutLineItem, checkoutSession, DEFAULT_CUSTOMER_EMAIL, DEFAULT_CUSTOMER_NAME } from './checkoutSessions';
-import { invoice } from './invoices';
+import { invoice, invoicePayment } from './invoices';
 import { charge } from './payments';
 import { price as buildPrice, subscription as buildSubscription } from './subscriptions';
 
@@ -382,9 +382,12 @@ export class LocalCommerce {
     subscriptionItem.quantity = item.quantity ?? 1;
     const firstInvoice = invoice({ livemode, customer: customer.id, status: 'paid', billing_reason: 'subscription_create', created: now }, { subscription });
     subscription.latest_invoice = firstInvoice.id;
-    const created = structuredClone(subscription);
+    // Created incomplete, active once its first invoice is paid: two states of the same second.
+    const created = { ...structuredClone(subscription), status: 'incomplete' as const };
     const paymentMethod = stripeId('pm');
     subscription.default_payment_method = paymentMethod;
+    // From basil the invoice no longer names its payment: the invoice payment links the two.
+    const payment = invoicePayment(firstInvoice, { created: now, payment: { type: 'payment_intent', payment_intent: intent.id } });
     this.subscriptions.set(subscription.id, subscription);
     this.invoices.set(firstInvoice.id, firstInvoice);
     Object.assign(session, { subscription: subscription.id, invoice: firstInvoice.id, payment_status: 'paid' });
@@ -400,7 +403,8 @@ export class LocalCommerce {
         { type: 'invoice.finalized', object: { ...firstInvoice, status: 'open' }, created: now },
         { type: 'invoice.paid', object: firstInvoice, created: now },
         { type: 'invoice.payment_succeeded', object: firstInvoice, created: now },
-        { type: 'customer.subscription.updated', object: subscription, created: now, previousAttributes: { default_payment_method: null } },
+        { type: 'invoice_payment.paid', object: payment, created: now },
+        { type: 'customer.subscription.updated', object: subscription, created: now, previousAttributes: { status: 'incomplete', default_payment_method: null } },
         { type: 'checkout.session.completed', object: session, created: now },
       ],
       livemode,

@@ -206,10 +206,17 @@ describe('the hosted checkout page', () => {
 
     await local.deliveriesSettled();
     expect(receiver.types()).toEqual(
-      expect.arrayContaining(['customer.created', 'customer.subscription.created', 'invoice.paid', 'customer.subscription.updated', 'checkout.session.completed']),
+      expect.arrayContaining(['customer.created', 'customer.subscription.created', 'invoice.paid', 'invoice_payment.paid', 'customer.subscription.updated', 'checkout.session.completed']),
     );
-    const paidInvoice = receiver.received.find((entry) => entry.event.type === 'invoice.paid')!.event.data.object as Stripe.Invoice;
+    const objectOf = (type: string) => receiver.received.find((entry) => entry.event.type === type)!.event.data.object;
+    const paidInvoice = objectOf('invoice.paid') as Stripe.Invoice;
     expect(paidInvoice.parent?.subscription_details?.subscription).toBe(subscription.id);
+    // Created incomplete, active once the first invoice is paid; the invoice payment names the charged intent.
+    expect(objectOf('customer.subscription.created')).toMatchObject({ id: subscription.id, status: 'incomplete' });
+    expect(objectOf('customer.subscription.updated')).toMatchObject({ id: subscription.id, status: 'active' });
+    const payment = objectOf('invoice_payment.paid') as Stripe.InvoicePayment;
+    const charged = objectOf('payment_intent.succeeded') as Stripe.PaymentIntent;
+    expect(payment).toMatchObject({ invoice: paidInvoice.id, status: 'paid', payment: { type: 'payment_intent', payment_intent: charged.id } });
   });
 });
 
@@ -220,7 +227,9 @@ describe('webhook delivery', () => {
     receiver.failuresLeft = 2;
     const session = await openSession((await packagePrice()).id);
     local.completeCheckout(session.id, 'pay');
+    // The receiver has the event before the local Stripe has read the answer: wait for the attempts to end.
     await waitFor(() => receiver.types().includes('checkout.session.completed'));
+    await local.deliveriesSettled();
     const attempts = local.deliveryAttempts.filter((attempt) => attempt.eventType === 'checkout.session.completed');
     expect(attempts.map((attempt) => [attempt.attempt, attempt.status])).toEqual([
       [1, 500],
