@@ -26,10 +26,19 @@ export function stripeReaders(stripe: Stripe | undefined) {
   return { fetchLineItems: stripe ? lineItemsFetcher(stripe) : undefined, fetchSubscription: stripe ? subscriptionFetcher(stripe) : undefined };
 }
 
-/** A subscription as Stripe has it now (basil shape: the version is pinned above). */
+/**
+ * A subscription as Stripe has it now (basil shape: the version is pinned above), or undefined when Stripe has
+ * no such subscription (a local Stripe in development that never sold it): asking again would not help.
+ */
 export function subscriptionFetcher(stripe: Stripe) {
-  return async (subscriptionId: string): Promise<Record<string, unknown>> =>
-    (await stripe.subscriptions.retrieve(subscriptionId)) as unknown as Record<string, unknown>;
+  return async (subscriptionId: string): Promise<Record<string, unknown> | undefined> => {
+    try {
+      return (await stripe.subscriptions.retrieve(subscriptionId)) as unknown as Record<string, unknown>;
+    } catch (error) {
+      if ((error as { statusCode?: unknown }).statusCode === 404) return undefined;
+      throw error;
+    }
+  };
 }
 
 export function lineItemsFetcher(stripe: Stripe) {

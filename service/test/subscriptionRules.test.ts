@@ -393,6 +393,15 @@ describe('events of the same second', () => {
       const reads = localStripe.requests.filter((request) => request.path === `/v1/subscriptions/${story.id}`);
       expect(reads).toHaveLength(1);
     });
+
+    test.each(orders)('a subscription Stripe does not know (a local Stripe that never sold it) is decided as without a key, not failed and retried forever (%s)', async (_name, order, suffixes) => {
+      const story = newStory();
+      const prefix = `evt_${randomBytes(8).toString('hex')}`;
+      const events = signUpInOneSecond(story, [`${prefix}${suffixes[0]}`, `${prefix}${suffixes[1]}`]);
+      for (const event of [...events.rest, ...order.map((name) => events[name])]) await send(event, withKey); // each answered 200
+      expect(await accountOf(story.user)).toMatchObject({ status: 'active', subscriptionCredits: 100 });
+      expect(localStripe.requests.filter((request) => request.path === `/v1/subscriptions/${story.id}`).map((request) => request.status)).toEqual([404]);
+    });
   });
 });
 

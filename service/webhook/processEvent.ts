@@ -16,8 +16,8 @@ import { readSubscription, type Subscription } from '../stripe/subscription';
 import { claimEvent, isEventRecorded, setEventOutcome } from './eventLog';
 import { isHandledEventType, type HandledEventType } from './handledEventTypes';
 
-/** Reads a subscription's current state from the Stripe API. */
-export type SubscriptionFetcher = (subscriptionId: string) => Promise<Record<string, unknown>>;
+/** Reads a subscription's current state from the Stripe API; undefined when Stripe has no such subscription. */
+export type SubscriptionFetcher = (subscriptionId: string) => Promise<Record<string, unknown> | undefined>;
 
 export interface EventContext {
   catalog: CreditCatalog;
@@ -36,8 +36,11 @@ export type EventResult =
 /** What was read from Stripe before the transaction (no connection waits on the network). */
 interface Facts {
   credits: CreditsResolution | undefined;
-  /** The subscription as Stripe has it now, read when two of its events share one second. */
-  currentSubscription: Subscription | undefined;
+  /**
+   * The subscription as Stripe has it now, read when two of its events share one second; null when Stripe has
+   * no such subscription (then the events' own order decides, as without an API key).
+   */
+  currentSubscription: Subscription | null | undefined;
 }
 
 interface EventHandler {
@@ -79,7 +82,7 @@ const subscriptionState: EventHandler = {
     if (!subscription) return unmatched('subscription has no id');
     const deleted = event.type === 'customer.subscription.deleted';
     const recorded = await recordSubscriptionState(tx, subscription, eventSource(event), context.catalog, { deleted });
-    if (!recorded.tied || !context.fetchSubscription) return recorded.outcome;
+    if (!recorded.tied || !context.fetchSubscription || facts.currentSubscription === null) return recorded.outcome;
     // Stripe's advice for events of the same second: ask Stripe for the object's current state.
     if (!facts.currentSubscription) throw new SubscriptionReadNeeded(subscription.id);
     const current = { eventId: event.id, asOfSeconds: event.created, fromApi: true };
@@ -181,9 +184,10 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
         return outcome;
       });
     } catch (error) {
-      if (!(error instanceof SubscriptionReadNeeded) || !context.fetchSubscription || facts.currentSubscription) throw error;
-      const current = readSubscription(await context.fetchSubscription(error.subscriptionId));
-      if (!current || current.id !== error.subscriptionId) throw new Error(`Stripe answered no subscription ${error.subscriptionId}`, { cause: error });
+      if (!(error instanceof SubscriptionReadNeeded) || !context.fetchSubscription || facts.currentSubscription !== undefined) throw error;
+      const fetched = await context.fetchSubscription(error.subscriptionId);
+      const current = fetched === undefined ? null : readSubscription(fetched);
+      if (current === undefined || (current && current.id !== error.subscriptionId)) throw new Error(`Stripe answered no subscription ${error.subscriptionId}`, { cause: error });
       facts.currentSubscription = current;
     }
   }
