@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
+import { ConfigError, minimumKeyBytes, parseCheckoutReturnUrl, parseJwksUrl, parseOrigins } from '../service/config';
 import { parseCatalog } from '../service/credits/catalog';
 import { webhookPath } from '../service/webhook/route';
 import { STRIPE_API_BASE, stripeKeyMode, type StripeMode } from './stripeWebhookEndpoint';
@@ -48,7 +49,17 @@ export interface DeployConfig {
     cpus: string;
     logLevel: string;
     maxBodyBytes: number;
-    authJwtSecret: pulumi.Output<string> | undefined;
+    /** How the user routes check session tokens: a shared HS256 key, or the product's key set; neither: the routes are off. */
+    sessionKey: { kind: 'secret'; secret: pulumi.Output<string> } | { kind: 'jwks'; url: string } | undefined;
+    /** When set, session tokens must carry this `iss` / `aud`. */
+    authJwtIssuer: string | undefined;
+    authJwtAudience: string | undefined;
+    /** Bearer token of the product's back end for spending credits; absent: spending is off. */
+    serviceApiToken: pulumi.Output<string> | undefined;
+    /** Origins whose pages may call the user routes from the browser. */
+    corsAllowedOrigins: string[];
+    /** Where Stripe Checkout sends the buyer back; absent: checkout answers 503. */
+    checkoutUrls: { successUrl: string; cancelUrl: string } | undefined;
     /** Content of the credit catalog JSON, validated with the service's own parser. */
     creditCatalog: string | undefined;
   };
@@ -166,8 +177,8 @@ export function loadDeployConfig(): DeployConfig {
     throw configError(`stripeApiKey is a ${keyMode}-mode key but this stack's stripeMode is ${mode}: set a ${mode}-mode key.`);
   }
 
-  // The service's own key: read-only access is all it needs (Checkout Sessions and their line items,
-  // Events). Without it the service gets the deployment's key, which can also change webhook endpoints.
+  // The service's own key: it needs to write Checkout Sessions and read prices, subscriptions, invoices and
+  // events. Without it the service gets the deployment's key, which can also change webhook endpoints.
   const serviceApiKey = getSecret('serviceStripeApiKey');
   if (serviceApiKey !== undefined) {
     const serviceKeyMode = stripeKeyMode(serviceApiKey);
@@ -233,7 +244,40 @@ export function loadDeployConfig(): DeployConfig {
       throw configError((error as Error).message);
     }
   }
-  const authJwtSecret = getSecret('authJwtSecret');
+  // The billing API's settings, checked with the service's own rules so that a replica never refuses them at start.
+  const serviceRule = <T>(check: () => T): T => {
+    try {
+      return check();
+    } catch (error) {
+      throw error instanceof ConfigError ? configError(error.message) : error;
+    }
+  };
+  const longEnough = (key: string, value: string | undefined): string | undefined => {
+    if (value !== undefined && Buffer.byteLength(value) < minimumKeyBytes) {
+      throw configError(`${key} is shorter than ${minimumKeyBytes} bytes: pulumi config set --secret ${key} "$(openssl rand -hex 32)"`);
+    }
+    return value;
+  };
+  const authJwtSecret = longEnough('authJwtSecret', getSecret('authJwtSecret'));
+  const authJwksUrl = text('authJwksUrl', '');
+  if (authJwtSecret !== undefined && authJwksUrl) {
+    throw configError('authJwtSecret and authJwksUrl are both set; session tokens are checked with one of them: set the other to "".');
+  }
+  const sessionKey: DeployConfig['service']['sessionKey'] = authJwtSecret
+    ? { kind: 'secret', secret: pulumi.secret(authJwtSecret) }
+    : authJwksUrl
+      ? { kind: 'jwks', url: serviceRule(() => parseJwksUrl(authJwksUrl, 'authJwksUrl')).toString() }
+      : undefined;
+  const serviceApiToken = longEnough('serviceApiToken', getSecret('serviceApiToken'));
+  const corsAllowedOrigins = serviceRule(() => parseOrigins(text('corsAllowedOrigins', ''), 'corsAllowedOrigins'));
+  const successUrl = text('billingSuccessUrl', '');
+  const cancelUrl = text('billingCancelUrl', '');
+  if (Boolean(successUrl) !== Boolean(cancelUrl)) {
+    throw configError('billingSuccessUrl and billingCancelUrl go together (Checkout needs both): set both, or both to "".');
+  }
+  const checkoutUrls = successUrl
+    ? serviceRule(() => ({ successUrl: parseCheckoutReturnUrl(successUrl, 'billingSuccessUrl'), cancelUrl: parseCheckoutReturnUrl(cancelUrl, 'billingCancelUrl') }))
+    : undefined;
 
   const cpus = text('serviceCpus', configDefaults.serviceCpus);
   if (!/^\d+(\.\d+)?$/.test(cpus) || Number(cpus) <= 0) throw configError(`serviceCpus must be a positive number such as 0.5, got "${cpus}".`);
@@ -275,7 +319,12 @@ export function loadDeployConfig(): DeployConfig {
       cpus,
       logLevel,
       maxBodyBytes: integer('webhookMaxBodyBytes', configDefaults.webhookMaxBodyBytes, 1024, 64 * 1024 * 1024),
-      authJwtSecret: authJwtSecret === undefined ? undefined : pulumi.secret(authJwtSecret),
+      sessionKey,
+      authJwtIssuer: text('authJwtIssuer', '') || undefined,
+      authJwtAudience: text('authJwtAudience', '') || undefined,
+      serviceApiToken: serviceApiToken === undefined ? undefined : pulumi.secret(serviceApiToken),
+      corsAllowedOrigins,
+      checkoutUrls,
       creditCatalog,
     },
     nginx: {

@@ -88,13 +88,18 @@ function fileWriter(name: string, files: SecretFile[], options: SecretWriterOpti
 const databaseUrl = cfg.database.kind === 'external' ? cfg.database.url : pulumi.output(`postgres://stripe_credits@${postgresAlias}:5432/stripe_credits`);
 const databasePassword = cfg.database.kind === 'container' ? cfg.database.password : undefined;
 
+// The billing API's keys: how session tokens are checked (a shared key as a file, or the product's key set),
+// and the token of the product's back end for spending credits. Without them those routes stay off.
+const { sessionKey, serviceApiToken } = cfg.service;
+
 // The files the replicas and PostgreSQL read at start; rerun (replaced) whenever a value changes. The
 // webhook signing secret comes later, from the endpoint: until then a placeholder nobody has.
 const startupFiles: SecretFile[] = [
   { reader: 'service', name: 'stripe_api_key', value: cfg.stripe.serviceApiKey },
   { reader: 'service', name: 'database_url', value: databaseUrl },
   ...(databasePassword ? [{ reader: 'service' as const, name: 'database_password', value: databasePassword }] : []),
-  ...(cfg.service.authJwtSecret ? [{ reader: 'service' as const, name: 'auth_jwt_secret', value: cfg.service.authJwtSecret }] : []),
+  ...(sessionKey?.kind === 'secret' ? [{ reader: 'service' as const, name: 'auth_jwt_secret', value: sessionKey.secret }] : []),
+  ...(serviceApiToken ? [{ reader: 'service' as const, name: 'service_api_token', value: serviceApiToken }] : []),
   ...(cfg.database.kind === 'container' ? [{ reader: 'postgres' as const, name: 'postgres_password', value: cfg.database.password }] : []),
   // Not a secret, but delivered the same way: the replicas' root filesystem is read-only, so Docker cannot upload into it.
   ...(cfg.service.creditCatalog ? [{ reader: 'service' as const, name: 'credit_catalog', value: cfg.service.creditCatalog }] : []),
@@ -177,9 +182,21 @@ if (cfg.database.kind === 'container') {
 const serviceSecrets = secretMountPaths.service;
 const readAtStartDigest = pulumi.secret(
   pulumi
-    .all([cfg.stripe.serviceApiKey, databaseUrl, cfg.service.authJwtSecret ?? '', cfg.service.creditCatalog ?? ''])
+    .all([cfg.stripe.serviceApiKey, databaseUrl, sessionKey?.kind === 'secret' ? sessionKey.secret : '', serviceApiToken ?? '', cfg.service.creditCatalog ?? ''])
     .apply((values) => createHash('sha256').update(values.join('\n')).digest('hex')),
 );
+
+// The billing API: who may call it (session tokens, CORS origins, the spending token) and where Checkout
+// returns the buyer. Plain settings go in env; the keys, as files.
+const billingApiEnv = [
+  ...(sessionKey?.kind === 'secret' ? [`AUTH_JWT_SECRET_FILE=${serviceSecrets}/auth_jwt_secret`] : []),
+  ...(sessionKey?.kind === 'jwks' ? [`AUTH_JWKS_URL=${sessionKey.url}`] : []),
+  ...(cfg.service.authJwtIssuer ? [`AUTH_JWT_ISSUER=${cfg.service.authJwtIssuer}`] : []),
+  ...(cfg.service.authJwtAudience ? [`AUTH_JWT_AUDIENCE=${cfg.service.authJwtAudience}`] : []),
+  ...(serviceApiToken ? [`SERVICE_API_TOKEN_FILE=${serviceSecrets}/service_api_token`] : []),
+  ...(cfg.service.corsAllowedOrigins.length > 0 ? [`CORS_ALLOWED_ORIGINS=${cfg.service.corsAllowedOrigins.join(',')}`] : []),
+  ...(cfg.service.checkoutUrls ? [`BILLING_SUCCESS_URL=${cfg.service.checkoutUrls.successUrl}`, `BILLING_CANCEL_URL=${cfg.service.checkoutUrls.cancelUrl}`] : []),
+];
 const replicas: docker.Container[] = [];
 for (let index = 0; index < cfg.replicas; index++) {
   const previous = replicas.at(-1);
@@ -200,8 +217,8 @@ for (let index = 0; index < cfg.replicas; index++) {
           `STRIPE_API_KEY_FILE=${serviceSecrets}/stripe_api_key`,
           `DATABASE_URL_FILE=${serviceSecrets}/database_url`,
           ...(databasePassword ? [`DATABASE_PASSWORD_FILE=${serviceSecrets}/database_password`] : []),
-          ...(cfg.service.authJwtSecret ? [`AUTH_JWT_SECRET_FILE=${serviceSecrets}/auth_jwt_secret`] : []),
           ...(cfg.service.creditCatalog ? [`CREDIT_CATALOG_FILE=${serviceSecrets}/credit_catalog`] : []),
+          ...billingApiEnv,
           `WEBHOOK_MAX_BODY_BYTES=${cfg.service.maxBodyBytes}`,
           `LOG_LEVEL=${cfg.service.logLevel}`,
         ],

@@ -94,12 +94,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (authJwtSecret !== undefined && Buffer.byteLength(authJwtSecret) < minimumKeyBytes) {
     throw new ConfigError(`AUTH_JWT_SECRET (or the file named by AUTH_JWT_SECRET_FILE) is shorter than ${minimumKeyBytes} bytes; use a random key such as \`openssl rand -hex 32\`.`);
   }
-  const authJwksUrl = optionalUrl(env, 'AUTH_JWKS_URL', 'https://login.example.com/.well-known/jwks.json');
+  const authJwksUrlText = nonEmpty(env.AUTH_JWKS_URL);
+  const authJwksUrl = authJwksUrlText === undefined ? undefined : parseJwksUrl(authJwksUrlText, 'AUTH_JWKS_URL');
   if (authJwtSecret !== undefined && authJwksUrl !== undefined) {
     throw new ConfigError('Both AUTH_JWT_SECRET and AUTH_JWKS_URL are set; session tokens are checked with one of them: keep only one.');
-  }
-  if (authJwksUrl && authJwksUrl.protocol !== 'https:' && !(authJwksUrl.protocol === 'http:' && isLoopbackHost(authJwksUrl.hostname))) {
-    throw new ConfigError(`AUTH_JWKS_URL must be an https:// URL (http:// only for 127.0.0.1 or localhost), got "${authJwksUrl.toString()}".`);
   }
   const serviceApiToken = readSecretValue(env, 'SERVICE_API_TOKEN');
   if (serviceApiToken !== undefined && Buffer.byteLength(serviceApiToken) < minimumKeyBytes) {
@@ -130,9 +128,9 @@ export function loadConfig(env: Env = process.env): Config {
     authJwtIssuer: nonEmpty(env.AUTH_JWT_ISSUER),
     authJwtAudience: nonEmpty(env.AUTH_JWT_AUDIENCE),
     serviceApiToken,
-    corsAllowedOrigins: origins(env, 'CORS_ALLOWED_ORIGINS'),
-    billingSuccessUrl: checkoutReturnUrl(env, 'BILLING_SUCCESS_URL'),
-    billingCancelUrl: checkoutReturnUrl(env, 'BILLING_CANCEL_URL'),
+    corsAllowedOrigins: parseOrigins(nonEmpty(env.CORS_ALLOWED_ORIGINS) ?? '', 'CORS_ALLOWED_ORIGINS'),
+    billingSuccessUrl: optional(env, 'BILLING_SUCCESS_URL', parseCheckoutReturnUrl),
+    billingCancelUrl: optional(env, 'BILLING_CANCEL_URL', parseCheckoutReturnUrl),
     useLocalStripe: !production && stripeApiKey === undefined && nonEmpty(env.STRIPE_API_BASE) === undefined,
     dataDir: path.resolve(nonEmpty(env.DATA_DIR) ?? '.data'),
   };
@@ -190,18 +188,30 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   return value;
 }
 
-function optionalUrl(env: Env, name: string, example: string): URL | undefined {
-  return nonEmpty(env[name]) === undefined ? undefined : url(env, name, example);
+function optional<T>(env: Env, name: string, parse: (raw: string, name: string) => T): T | undefined {
+  const raw = nonEmpty(env[name]);
+  return raw === undefined ? undefined : parse(raw, name);
 }
 
 export function isLoopbackHost(hostname: string): boolean {
   return hostname === '127.0.0.1' || hostname === 'localhost' || hostname === '[::1]' || hostname === '::1';
 }
 
+// The parsers below are shared with the deployment (infra/config.ts), which checks the same settings before
+// it deploys them; `name` is the setting's name in the caller's terms.
+
+/** The product's JSON Web Key Set: https (http only on loopback, for development). */
+export function parseJwksUrl(raw: string, name: string): URL {
+  const parsed = parseAbsoluteUrl(raw, name, 'https://login.example.com/.well-known/jwks.json');
+  if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && isLoopbackHost(parsed.hostname))) {
+    throw new ConfigError(`${name} must be an https:// URL (http:// only for 127.0.0.1 or localhost), got "${parsed.toString()}".`);
+  }
+  return parsed;
+}
+
 /** Comma-separated exact origins; a wildcard would let any site spend a signed-in user's session. */
-function origins(env: Env, name: string): string[] {
-  const raw = nonEmpty(env[name]);
-  if (raw === undefined) return [];
+export function parseOrigins(raw: string, name: string): string[] {
+  if (!raw.trim()) return [];
   return raw.split(',').map((entry) => {
     const text = entry.trim();
     let parsed: URL | undefined;
@@ -218,19 +228,20 @@ function origins(env: Env, name: string): string[] {
 }
 
 /** A Checkout return URL: absolute http(s); Stripe fills in {CHECKOUT_SESSION_ID} if it is there. */
-function checkoutReturnUrl(env: Env, name: string): string | undefined {
-  const raw = nonEmpty(env[name]);
-  if (raw === undefined) return undefined;
-  const parsed = url(env, name, 'https://app.example.com/billing/?checkout=success');
+export function parseCheckoutReturnUrl(raw: string, name: string): string {
+  const parsed = parseAbsoluteUrl(raw, name, 'https://app.example.com/billing/?checkout=success');
   if (!/^https?:$/.test(parsed.protocol)) throw new ConfigError(`${name} must be an http(s) URL, got "${raw}".`);
   return raw;
 }
 
-function url(env: Env, name: string, fallback: string): URL {
-  const raw = nonEmpty(env[name]) ?? fallback;
+function parseAbsoluteUrl(raw: string, name: string, example: string): URL {
   try {
     return new URL(raw);
   } catch {
-    throw new ConfigError(`${name} must be an absolute URL such as ${fallback}, got "${raw}".`);
+    throw new ConfigError(`${name} must be an absolute URL such as ${example}, got "${raw}".`);
   }
+}
+
+function url(env: Env, name: string, fallback: string): URL {
+  return parseAbsoluteUrl(nonEmpty(env[name]) ?? fallback, name, fallback);
 }

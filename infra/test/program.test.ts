@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { loadConfig } from '../../service/config';
 import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
 import { shutdownGraceMillis } from '../../service/main';
 import { stripeApiVersion } from '../../service/stripeApi';
@@ -88,7 +89,7 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
     expect(isSecretInput(run.one(containerType, 'webhook-secret-file').inputs.uploads)).toBe(true);
     expect(isSecretInput(run.one(containerType, 'nginx').inputs.uploads)).toBe(true);
     const written = JSON.stringify([unwrap(run.one(containerType, 'secret-files').inputs.uploads), unwrap(run.one(containerType, 'webhook-secret-file').inputs.uploads)]);
-    for (const secret of [mockCreatedSecret, secretValues.postgresPassword, secretValues.jwtSecret]) expect(written).toContain(secret);
+    for (const secret of [mockCreatedSecret, secretValues.postgresPassword, secretValues.jwtSecret, secretValues.serviceApiToken]) expect(written).toContain(secret);
   });
 
   test('the stack outputs hold no secret, and the fingerprint is of the signing secret, not the secret', async () => {
@@ -126,11 +127,12 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
           'STRIPE_API_KEY_FILE=/run/secrets/stripe-credits/stripe_api_key',
           'DATABASE_URL_FILE=/run/secrets/stripe-credits/database_url',
           'AUTH_JWT_SECRET_FILE=/run/secrets/stripe-credits/auth_jwt_secret',
+          'SERVICE_API_TOKEN_FILE=/run/secrets/stripe-credits/service_api_token',
           `STRIPE_MODE=${stack}`,
           'NODE_ENV=production',
         ]),
       );
-      expect(env.filter((entry) => /^(STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY|DATABASE_URL|AUTH_JWT_SECRET)=/.test(entry))).toEqual([]);
+      expect(env.filter((entry) => /^(STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY|DATABASE_URL|AUTH_JWT_SECRET|SERVICE_API_TOKEN)=/.test(entry))).toEqual([]);
     }
   });
 
@@ -173,6 +175,7 @@ describe.each<StackName>(['test', 'live'])('the %s stack', (stack) => {
       ['/run/secret-files/service/database_url', '0400'],
       ['/run/secret-files/service/database_password', '0400'],
       ['/run/secret-files/service/auth_jwt_secret', '0400'],
+      ['/run/secret-files/service/service_api_token', '0400'],
       ['/run/secret-files/postgres/postgres_password', '0400'],
     ]);
     expect(files(run.one(containerType, 'webhook-secret-file'))).toEqual([
@@ -504,14 +507,15 @@ describe('what the deployment depends on, each property checked so that removing
     });
   });
 
-  test('replacement triggers: a new API key, session key or external database URL replaces the replicas, which read them at start; a new database password does not', async () => {
+  test('replacement triggers: a new API key, session key, spending token or external database URL replaces the replicas, which read them at start; a new database password does not', async () => {
     const trigger = async (overrides: Record<string, string | null>) => unwrap(replicas(await runProgram('live', overrides))[0]?.options.replacementTrigger);
     const base = await trigger({});
     expect(base).toEqual(expect.any(String));
     expect(await trigger({})).toBe(base);
     expect(await trigger({ stripeApiKey: 'sk_live_anotherKeyForTheLiveStack' })).not.toBe(base);
     expect(await trigger({ serviceStripeApiKey: 'rk_live_anotherRestrictedKey' })).not.toBe(base);
-    expect(await trigger({ authJwtSecret: 'another-session-key' })).not.toBe(base);
+    expect(await trigger({ authJwtSecret: 'another-session-key-0123456789abcdef' })).not.toBe(base);
+    expect(await trigger({ serviceApiToken: 'another-spending-token-0123456789abcdef' })).not.toBe(base);
     const external = await trigger({ databaseUrl: secretValues.databaseUrl, postgresPassword: '' });
     expect(external).not.toBe(base);
     expect(await trigger({ databaseUrl: secretValues.databaseUrl.replace('external-Never-Plain', 'rotated'), postgresPassword: '' })).not.toBe(external);
@@ -550,6 +554,67 @@ describe('Stripe keys and the API they go to', () => {
     await expect(runProgram('live', { stripeApiBase: 'https://api.stripe.com.evil.example' })).rejects.toThrow(/stripeApiBase must be https:\/\/api\.stripe\.com/);
     const run = await runProgram('test', { stripeApiBase: 'http://127.0.0.1:12111' });
     expect(run.one(endpointType, 'stripe-webhook-endpoint').inputs.apiBase).toBe('http://127.0.0.1:12111');
+  });
+});
+
+describe('the billing API’s settings', () => {
+  const jwksUrl = 'https://login.example.com/.well-known/jwks.json';
+  const successUrl = 'https://app.example.com/billing/?checkout=success&session_id={CHECKOUT_SESSION_ID}';
+  const cancelUrl = 'https://app.example.com/billing/?checkout=cancelled';
+  const installedFiles = (run: ProgramRun) =>
+    (unwrap(run.one(containerType, 'secret-files').inputs.uploads) as Array<{ file: string; content: unknown }>)
+      .filter((upload) => upload.file.startsWith('/run/secret-files/service/'))
+      .map((upload) => ({ name: path.basename(upload.file), content: String(unwrap(upload.content)) }));
+  const billingEnv = (run: ProgramRun) => envOf(replicas(run)[0]!).filter((entry) => /^(AUTH_|SERVICE_API_TOKEN|CORS_|BILLING_)/.test(entry));
+
+  test('the service reads every one of them from what the program gives a replica (its env and installed files, through its own loadConfig)', async () => {
+    const run = await runProgram('live', {
+      corsAllowedOrigins: 'https://app.example.com, https://www.example.com',
+      billingSuccessUrl: successUrl,
+      billingCancelUrl: cancelUrl,
+      authJwtIssuer: 'https://login.example.com/',
+      authJwtAudience: 'billing-api',
+    });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'replica-secrets-'));
+    try {
+      for (const file of installedFiles(run)) writeFileSync(path.join(dir, file.name), file.content);
+      const env = Object.fromEntries(envOf(replicas(run)[0]!).map((entry) => entry.replace('/run/secrets/stripe-credits/', `${dir}/`).split(/=(.*)/s).slice(0, 2)));
+      expect(loadConfig(env)).toMatchObject({
+        authJwtSecret: secretValues.jwtSecret,
+        authJwksUrl: undefined,
+        authJwtIssuer: 'https://login.example.com/',
+        authJwtAudience: 'billing-api',
+        serviceApiToken: secretValues.serviceApiToken,
+        corsAllowedOrigins: ['https://app.example.com', 'https://www.example.com'],
+        billingSuccessUrl: successUrl,
+        billingCancelUrl: cancelUrl,
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('session tokens checked against the product’s key set: its URL in env and no key file; a key and a key set at once, or a key set over http, stop the deployment', async () => {
+    const run = await runProgram('live', { authJwtSecret: '', authJwksUrl: jwksUrl });
+    expect(billingEnv(run)).toEqual([`AUTH_JWKS_URL=${jwksUrl}`, 'SERVICE_API_TOKEN_FILE=/run/secrets/stripe-credits/service_api_token']);
+    expect(installedFiles(run).map((file) => file.name)).not.toContain('auth_jwt_secret');
+
+    await expect(runProgram('live', { authJwksUrl: jwksUrl })).rejects.toThrow(/authJwtSecret and authJwksUrl are both set/);
+    await expect(runProgram('live', { authJwtSecret: '', authJwksUrl: 'http://login.example.com/jwks.json' })).rejects.toThrow(/authJwksUrl must be an https:\/\/ URL/);
+  });
+
+  test('without a session key, spending token, origins or return URLs the replicas get none of those settings (the routes stay off)', async () => {
+    const run = await runProgram('test', { authJwtSecret: '', serviceApiToken: '' });
+    expect(billingEnv(run)).toEqual([]);
+    expect(installedFiles(run).map((file) => file.name).sort()).toEqual(['database_password', 'database_url', 'stripe_api_key']);
+  });
+
+  test('a key or token shorter than 32 bytes, a wildcard origin or one return URL without the other stop the deployment, naming the key', async () => {
+    await expect(runProgram('test', { authJwtSecret: 'short-key' })).rejects.toThrow(/authJwtSecret is shorter than 32 bytes/);
+    await expect(runProgram('test', { serviceApiToken: 'short-token' })).rejects.toThrow(/serviceApiToken is shorter than 32 bytes/);
+    await expect(runProgram('test', { corsAllowedOrigins: 'https://*.example.com' })).rejects.toThrow(/corsAllowedOrigins takes exact origins/);
+    await expect(runProgram('test', { billingSuccessUrl: successUrl })).rejects.toThrow(/billingSuccessUrl and billingCancelUrl go together/);
+    await expect(runProgram('test', { billingSuccessUrl: 'app.example.com/ok', billingCancelUrl: cancelUrl })).rejects.toThrow(/billingSuccessUrl must be an absolute URL/);
   });
 });
 

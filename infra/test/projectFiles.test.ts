@@ -69,10 +69,12 @@ describe('Pulumi.yaml', () => {
     const readAsSecret = [...configSource.matchAll(/\b(?:getSecret|requireSecret)\('(\w+)'/g)].map((match) => match[1]);
     const declaredSecret = Object.entries(declared).filter(([, declaration]) => declaration.secret).map(([key]) => key);
     expect(new Set(readAsSecret)).toEqual(new Set(declaredSecret));
-    expect(declaredSecret.sort()).toEqual(['authJwtSecret', 'databaseUrl', 'postgresPassword', 'serviceStripeApiKey', 'stripeApiKey', 'stripeWebhookSecret']);
+    expect(declaredSecret.sort()).toEqual(['authJwtSecret', 'databaseUrl', 'postgresPassword', 'serviceApiToken', 'serviceStripeApiKey', 'stripeApiKey', 'stripeWebhookSecret']);
     for (const key of declaredSecret) expect({ key, default: declared[key]?.default }).toEqual({ key, default: undefined });
-    // A key read in plain text is never one that holds a password, key or token.
-    const readPlain = readKeys.filter((key) => !readAsSecret.includes(key));
+    // A key read in plain text is never one that holds a password, key or token; the only URLs read in plain
+    // text are public addresses: the product's key set and pages.
+    const publicUrls = ['authJwksUrl', 'billingSuccessUrl', 'billingCancelUrl'];
+    const readPlain = readKeys.filter((key) => !readAsSecret.includes(key) && !publicUrls.includes(key as string));
     expect(readPlain.filter((key) => /(key|secret|password|token|url)$/i.test(key as string))).toEqual([]);
   });
 

@@ -19,7 +19,8 @@ export const secretValues = {
   testKey: 'sk_test_mockKeyForTheTestStack',
   liveKey: 'sk_live_mockKeyForTheLiveStack',
   postgresPassword: 'pg-password-Never-Plain',
-  jwtSecret: 'jwt-secret-Never-Plain',
+  jwtSecret: 'jwt-secret-Never-Plain-0123456789abcdef',
+  serviceApiToken: 'service-api-token-Never-Plain-0123456789',
   tlsKeyMaterial: 'TLSKEYMATERIALneverplain',
   suppliedSecret: 'whsec_suppliedFromConfig',
   serviceTestKey: 'rk_test_mockRestrictedKeyOfTheService',
@@ -101,6 +102,7 @@ export function stackConfig(stack: StackName, overrides: Record<string, string |
     serviceStripeApiKey: '',
     postgresPassword: secretValues.postgresPassword,
     authJwtSecret: secretValues.jwtSecret,
+    serviceApiToken: secretValues.serviceApiToken,
     databaseUrl: '',
     stripeWebhookSecret: '',
   };
