@@ -2,7 +2,8 @@
  * The credits page in a real browser (Debian's chromium driven by playwright-core), against the service as
  * `npm start` runs it without settings: the local Stripe in its process, its hosted checkout page, its
  * webhook delivery. A buyer pays on the local Stripe page and the balance on the credits page changes within
- * 2 s without a reload; with the webhook dropped, "Sync credits" brings the credits. Screenshots are kept
+ * 2 s without a reload; with the webhook dropped, "Sync credits" brings the credits; a plan bought there
+ * grants its monthly credits. Screenshots are kept
  * in test-artifacts/ (git-ignored).
  */
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -71,15 +72,18 @@ async function signIn(page: Page, userId: string): Promise<void> {
   await page.getByTestId('total-credits').filter({ hasText: '0 credits' }).waitFor();
 }
 
-/** Buys on the local Stripe's page, opened by the credits page in a new tab; resolves when Pay was pressed. */
-async function buyOnStripePage(page: Page, buttonName: RegExp): Promise<number> {
+/**
+ * Buys on the local Stripe's page, opened by the credits page in a new tab, with its button (Pay, or Subscribe
+ * for a plan); resolves with the time it was pressed.
+ */
+async function buyOnStripePage(page: Page, buttonName: RegExp, payButton: 'Pay' | 'Subscribe' = 'Pay'): Promise<number> {
   const popupOpened = page.waitForEvent('popup');
   await page.getByRole('button', { name: buttonName }).click();
   const checkout = await popupOpened;
   await checkout.waitForURL(/\/c\/pay\/cs_test_/);
-  await checkout.getByRole('button', { name: 'Pay', exact: true }).waitFor();
+  await checkout.getByRole('button', { name: payButton, exact: true }).waitFor();
   const paidAtMillis = Date.now();
-  await checkout.getByRole('button', { name: 'Pay', exact: true }).click();
+  await checkout.getByRole('button', { name: payButton, exact: true }).click();
   await checkout.waitForURL(/checkout=success/);
   await checkout.close();
   return paidAtMillis;
@@ -114,6 +118,22 @@ test('paying on the local Stripe page changes the balance on the credits page wi
   await stripe.webhookEndpoints.update(endpointId, { disabled: false });
   await page.close();
 }, 90_000);
+
+test('subscribing to a plan on the local Stripe page grants its monthly credits and shows the plan within 2 s, without a reload', async () => {
+  const page = await browser.newPage();
+  await signIn(page, 'browser_carol');
+  await page.evaluate('window.loadedOnce = true');
+
+  const paidAtMillis = await buyOnStripePage(page, /^Subscribe to Basic plan/, 'Subscribe');
+  // The sign-up's events (subscription created, then active; its first invoice paid; the session) in any order.
+  await page.getByTestId('subscription-credits').filter({ hasText: /^1,000$/ }).waitFor({ timeout: balanceVisibleMillis - (Date.now() - paidAtMillis) });
+  await page.getByTestId('plan').filter({ hasText: 'Basic plan (active)' }).waitFor({ timeout: balanceVisibleMillis });
+  expect(await page.getByTestId('total-credits').textContent()).toBe('1,000 credits');
+  expect(await page.getByTestId('period-end').textContent()).not.toBe('—');
+  expect(await page.evaluate('window.loadedOnce')).toBe(true);
+  await page.screenshot({ path: path.join(artifactsDir, 'credits-page-after-subscribing.png'), fullPage: true });
+  await page.close();
+}, 60_000);
 
 test('on a phone the page fits the screen, every control is reachable with Tab, and the page holds no secret', async () => {
   const page = await browser.newPage();
