@@ -229,6 +229,24 @@ describe('sync-payment', () => {
     expect(synced.body).toMatchObject({ credits_remaining: planMonthlyCredits, plan: 'Pro', subscription_status: 'active', synced: { subscription: { status: 'active' } } });
   });
 
+  test('a subscription’s sign-up events and sync at the same moment grant its month once', async () => {
+    await loseWebhooks(true);
+    for (let round = 0; round < 3; round++) {
+      const user = newUser();
+      const opened = await checkout(user, { plan_id: planId });
+      expect(await pressCheckoutButton(opened.body.url as string, 'pay')).toBe(303);
+      const { subscription } = await harness.stripe.checkout.sessions.retrieve(opened.body.session_id as string);
+      const signUp = (await harness.stripe.events.list({ limit: 100 })).data.filter((event) => JSON.stringify(event.data.object).includes(subscription as string));
+      expect(signUp.map((event) => event.type)).toEqual(expect.arrayContaining(['checkout.session.completed', 'customer.subscription.created', 'invoice.paid']));
+
+      const answers = await Promise.all([sync(user), ...signUp.map((event) => harness.local.deliver(event, harness.app.webhookUrl))]);
+      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 200));
+      expect(await balanceOf(database.db, user)).toEqual({ purchased: 0, subscription: planMonthlyCredits });
+      const { rows } = await database.db.query<{ reason: string }>("SELECT reason FROM credit_ledger WHERE user_id = $1 AND bucket = 'subscription'", [user]);
+      expect(rows).toEqual([{ reason: 'subscription_period_allowance' }]);
+    }
+  });
+
   test('a pending session Stripe does not know (its Stripe was replaced) is closed as expired, not synced forever', async () => {
     const user = newUser();
     await database.db.query(
