@@ -184,6 +184,9 @@ describe('sync-payment', () => {
     const synced = await sync(user);
     expect(synced.status).toBe(200);
     expect(synced.body).toMatchObject({ user_id: user, purchased_credits_balance: packageCredits, pending_purchases: [], synced: { sessions: [{ session_id: sessionId, status: 'applied' }] } });
+    // A read from Stripe names no event: the ledger says so, where a webhook's entry names its event.
+    const { rows } = await database.db.query('SELECT stripe_event_id FROM credit_ledger WHERE source_id = $1', [sessionId]);
+    expect(rows).toEqual([{ stripe_event_id: null }]);
     await forgetLastSync(user);
     expect((await sync(user)).body).toMatchObject({ purchased_credits_balance: packageCredits });
 
