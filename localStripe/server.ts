@@ -102,6 +102,11 @@ export interface LocalStripe {
   setCheckoutLineItems(sessionId: string, items: CheckoutLineItemInput[], options?: { livemode?: boolean }): void;
   /** Stores (or replaces) a subscription for `GET /v1/subscriptions/:id`. */
   putSubscription(subscription: Stripe.Subscription): void;
+  /**
+   * From now on only these API keys are valid (as after rolling a key in the Dashboard: the old one works
+   * until it expires, then only the new one); others get Stripe's 401. Undefined: any well-formed key.
+   */
+  acceptOnlyApiKeys(keys: readonly string[] | undefined): void;
   /** The next `count` API requests (after recording them) fail with `status` and a Stripe error body. */
   failNext(count: number, status: number): void;
   /** POSTs the event to `url` signed as Stripe signs it; resolves with the receiver's answer. */
@@ -132,6 +137,7 @@ class LocalStripeServer implements LocalStripe {
   private closing: Promise<void> | undefined;
   private readonly recorded: RecordedRequest[] = [];
   private pendingFailures: number[] = [];
+  private validApiKeys: ReadonlySet<string> | undefined;
   private readonly commerce = new LocalCommerce(
     (sessionId) => `${this.baseUrl}/c/pay/${sessionId}`,
     (events, livemode) => this.publish(events, livemode),
@@ -189,6 +195,7 @@ class LocalStripeServer implements LocalStripe {
     this.recorded.length = 0;
     this.idempotentResults.clear();
     this.pendingFailures = [];
+    this.validApiKeys = undefined;
     this.deliveries.reset();
     this.resources.reset();
   }
@@ -239,6 +246,10 @@ class LocalStripeServer implements LocalStripe {
     }
   }
 
+  acceptOnlyApiKeys(keys: readonly string[] | undefined): void {
+    this.validApiKeys = keys === undefined ? undefined : new Set(keys);
+  }
+
   failNext(count: number, status: number): void {
     if (!Number.isInteger(count) || count < 1) {
       throw new RangeError('failNext count must be a positive integer');
@@ -279,7 +290,7 @@ class LocalStripeServer implements LocalStripe {
       if (injectedStatus !== undefined) {
         throw new StripeApiError(injectedStatus, `Simulated ${injectedStatus} failure (local Stripe failNext).`);
       }
-      if (livemode === null) {
+      if (livemode === null || (this.validApiKeys && !this.validApiKeys.has(bearerKey(authorization) ?? ''))) {
         throw unauthenticated(authorization);
       }
       const params = method === 'POST' ? record.body : record.query;
@@ -369,8 +380,12 @@ function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
+function bearerKey(authorization: string | undefined): string | undefined {
+  return /^Bearer (\S+)$/.exec(authorization ?? '')?.[1];
+}
+
 function apiKeyLivemode(authorization: string | undefined): boolean | null {
-  const key = /^Bearer (\S+)$/.exec(authorization ?? '')?.[1];
+  const key = bearerKey(authorization);
   const mode = key === undefined ? undefined : API_KEY_PATTERN.exec(key)?.[1];
   return mode === undefined ? null : mode === 'live';
 }

@@ -131,7 +131,7 @@ describe('reloading without a restart', () => {
     const store = await watchSecretFile(file, { logger, pollIntervalMillis: 50 });
     try {
       await replaceAtomically(file, 'whsec_ok_but\nnot-a-secret-value\n');
-      await waitFor(() => lines.some((line) => line.includes('keeping the previous secrets')));
+      await waitFor(() => lines.some((line) => line.includes('webhook signing secrets: file invalid; keeping the previous value')));
       expect(fingerprints(store)).toEqual([fingerprintSecret(oldSecret)]);
       expect(lines.join('\n')).not.toContain('not-a-secret-value');
       await replaceAtomically(file, '');
