@@ -88,6 +88,16 @@ export interface LocalStripe {
   webhookEndpoints(): WebhookEndpointWithSecret[];
   /** Registers an endpoint as the Dashboard does, optionally with a signing secret of the caller's choice. */
   addWebhookEndpoint(input: { url: string; enabledEvents: string[]; secret?: string; livemode?: boolean; apiVersion?: string | null; description?: string }): WebhookEndpointWithSecret;
+  /**
+   * The Dashboard's "Roll secret": returns the endpoint's new signing secret; until `expiresInMillis` has
+   * passed, every delivery is signed with the old secret and the new one (two v1 signatures).
+   */
+  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number): string;
+  /**
+   * Publishes an event as Stripe does when something happens: stored (listable), then delivered to every
+   * enabled endpoint of its mode subscribed to its type, each signed with that endpoint's own secrets.
+   */
+  publishEvent(type: string, object: object, options?: { livemode?: boolean }): LocalStripeEvent;
   /** A price to sell (as the Dashboard makes one); `id` may be chosen, for a fixed development catalog. */
   createPrice(input: NewPrice): Stripe.Price;
   /** What the buyer does on the hosted page of an open session (the page's buttons do the same). */
@@ -151,7 +161,11 @@ class LocalStripeServer implements LocalStripe {
     private readonly host: string,
     schedule: DeliverySchedule,
   ) {
-    this.deliveries = new WebhookDeliveries(schedule, (eventId, endpointId) => this.resources.markDelivered(eventId, endpointId));
+    this.deliveries = new WebhookDeliveries(
+      schedule,
+      (eventId, endpointId) => this.resources.markDelivered(eventId, endpointId),
+      (endpointId) => this.resources.currentDeliveryTarget(endpointId),
+    );
   }
 
   listen(port: number): Promise<void> {
@@ -220,6 +234,14 @@ class LocalStripeServer implements LocalStripe {
     return this.resources.addWebhookEndpoint(input);
   }
 
+  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number): string {
+    return this.resources.rollWebhookEndpointSecret(endpointId, expiresInMillis);
+  }
+
+  publishEvent(type: string, object: object, options: { livemode?: boolean } = {}): LocalStripeEvent {
+    return this.publish([{ type, object, created: Math.floor(Date.now() / 1000) }], options.livemode ?? false)[0]!;
+  }
+
   createPrice(input: NewPrice): Stripe.Price {
     return this.commerce.createPrice(input);
   }
@@ -237,13 +259,14 @@ class LocalStripeServer implements LocalStripe {
   }
 
   /** Events of something that happened: stored (listable), then delivered to each subscribed endpoint. */
-  private publish(emitted: EmittedEvent[], livemode: boolean): void {
-    for (const { type, object, created, previousAttributes } of emitted) {
+  private publish(emitted: EmittedEvent[], livemode: boolean): LocalStripeEvent[] {
+    return emitted.map(({ type, object, created, previousAttributes }) => {
       const endpoints = this.resources.subscribedEndpoints({ type, livemode });
       const event = stripeEvent(type, object, { created, livemode, previousAttributes, pendingWebhooks: endpoints.length });
       this.resources.addEvent(event, endpoints.map((endpoint) => endpoint.id));
       this.deliveries.enqueue(event, endpoints);
-    }
+      return event;
+    });
   }
 
   acceptOnlyApiKeys(keys: readonly string[] | undefined): void {
@@ -348,7 +371,7 @@ class LocalStripeServer implements LocalStripe {
       this.resources
         .webhookEndpoints()
         .filter((endpoint) => endpoint.url === url && endpoint.livemode === livemode)
-        .map((endpoint) => endpoint.secret);
+        .flatMap((endpoint) => this.resources.currentDeliveryTarget(endpoint.id)?.secrets ?? []);
     if (secrets.length === 0) {
       const mode = livemode ? 'live' : 'test';
       throw new Error(
@@ -366,7 +389,7 @@ class LocalStripeServer implements LocalStripe {
     const subscribed = this.resources.subscribedEndpoints(event);
     const results: EndpointDeliveryResult[] = [];
     for (const endpoint of subscribed) {
-      const result = await this.deliver(event, endpoint.url, { ...options, secrets: [endpoint.secret] });
+      const result = await this.deliver(event, endpoint.url, { ...options, secrets: this.resources.currentDeliveryTarget(endpoint.id)?.secrets ?? [endpoint.secret] });
       results.push({ ...result, endpointId: endpoint.id, url: endpoint.url });
     }
     return results;
