@@ -232,11 +232,11 @@ export class LocalStripeResources {
    * The Dashboard's "Roll secret" (the API has none): a new secret from now on, and the old one still
    * signs every delivery beside it until it expires (Stripe offers up to 24 hours, or now).
    */
-  rollWebhookEndpointSecret(id: string, expiresInMillis: number): string {
+  rollWebhookEndpointSecret(id: string, expiresInMillis: number, newSecret?: string): string {
     const stored = this.endpoints.get(id);
     if (!stored) throw new Error(`The local Stripe has no webhook endpoint ${id}`);
     stored.expiringSecrets.push({ value: stored.secret, expiresAtMillis: Date.now() + expiresInMillis });
-    stored.secret = stripeId('whsec');
+    stored.secret = newSecret ?? stripeId('whsec');
     return stored.secret;
   }
 

@@ -90,9 +90,10 @@ export interface LocalStripe {
   addWebhookEndpoint(input: { url: string; enabledEvents: string[]; secret?: string; livemode?: boolean; apiVersion?: string | null; description?: string }): WebhookEndpointWithSecret;
   /**
    * The Dashboard's "Roll secret": returns the endpoint's new signing secret; until `expiresInMillis` has
-   * passed, every delivery is signed with the old secret and the new one (two v1 signatures).
+   * passed, every delivery is signed with the old secret and the new one (two v1 signatures). `newSecret`
+   * lets a test know the secret before the roll (as addWebhookEndpoint does).
    */
-  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number): string;
+  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number, newSecret?: string): string;
   /**
    * Publishes an event as Stripe does when something happens: stored (listable), then delivered to every
    * enabled endpoint of its mode subscribed to its type, each signed with that endpoint's own secrets.
@@ -234,8 +235,8 @@ class LocalStripeServer implements LocalStripe {
     return this.resources.addWebhookEndpoint(input);
   }
 
-  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number): string {
-    return this.resources.rollWebhookEndpointSecret(endpointId, expiresInMillis);
+  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number, newSecret?: string): string {
+    return this.resources.rollWebhookEndpointSecret(endpointId, expiresInMillis, newSecret);
   }
 
   publishEvent(type: string, object: object, options: { livemode?: boolean } = {}): LocalStripeEvent {

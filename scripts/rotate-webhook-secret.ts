@@ -208,20 +208,51 @@ async function replaceEndpoint(settings: Settings, oldEndpointId: string, stripe
   if (inProgress && inProgress.old_endpoint_id !== oldEndpointId) {
     throw new Error(`another rotation is in progress (${stateFileOf(settings.secretsFile)}): finish it first, or remove that file if it was abandoned`);
   }
+  const reached = inProgress?.old_endpoint_deleted_at ? { state: inProgress } : await replaceUpToDeletion(settings, oldEndpointId, stripe, inProgress);
+  if ('dryRun' in reached) return reached.dryRun;
+  const { state } = reached;
+
+  const sinceMillis = Date.parse(state.old_endpoint_deleted_at!);
+  const oldFingerprints = state.old_fingerprints;
+  await waitUntil(
+    settings,
+    async () => checkQuiet(await askReplicas(settings.serviceUrls), oldFingerprints, { sinceMillis, quietForMillis: settings.quietForMillis, nowMillis: Date.now() }).quiet,
+    'deliveries signed with the old secret still arrive after the old endpoint was deleted; rerun this command to wait again',
+    settings.waitTimeoutMillis + settings.quietForMillis,
+  );
+  const kept = await retireSecrets(settings, oldFingerprints);
+  await writeRotationState(settings.secretsFile, { ...state, finished_at: new Date().toISOString() });
+  await waitForReplicas(settings, `has dropped ${oldFingerprints.join(', ')}`, (report) => oldFingerprints.every((entry) => !hasLoaded(report, entry)));
+  say(`retired ${oldFingerprints.join(', ')}; in force: ${kept.join(', ')}`);
+  const newEndpointId = state.new_endpoint_id!;
+  const pulumiSteps = [`pulumi config set stripeWebhookEndpointId ${newEndpointId}`, `pulumi config set --secret stripeWebhookSecret < ${settings.secretsFile}`, 'pulumi up'];
+  say(
+    `\nIf Pulumi manages this endpoint, its state still describes ${oldEndpointId}, which is gone, and it has never seen the new secret ` +
+      '(Stripe shows it only on create, so `pulumi refresh` cannot learn it, and refuses, naming the new endpoint). Adopt the new endpoint, from the repository root:\n' +
+      pulumiSteps.map((step) => `  ${step}`).join('\n') +
+      `\n(the secrets file now holds only the new endpoint's secret). pulumi up then manages ${newEndpointId} in place, drops ${oldEndpointId} from its state, and writes the same secret into the secrets file.`,
+  );
+  return { action: 'replace-endpoint', old_endpoint_id: oldEndpointId, new_endpoint_id: newEndpointId, new_fingerprint: state.new_fingerprint, retired: oldFingerprints, in_force: kept, next_steps: pulumiSteps };
+}
+
+/** Create, add the secret, wait for the replicas, subscribe, wait for a delivery, delete the old endpoint. */
+async function replaceUpToDeletion(settings: Settings, oldEndpointId: string, stripe: StripeEndpoints, inProgress: RotationState | undefined): Promise<{ state: RotationState } | { dryRun: Record<string, unknown> }> {
   const oldSecrets = (await readSecretsFile(settings.secretsFile)).map((entry) => entry.fingerprint);
   const old = await stripe.retrieve(oldEndpointId);
-  if (!old && !inProgress) throw new Error(`Stripe has no webhook endpoint ${oldEndpointId} in this key's mode: check the id (Dashboard → Developers → Webhooks) and the key's mode`);
+  if (!old) throw new Error(`Stripe has no webhook endpoint ${oldEndpointId} in this key's mode: check the id (Dashboard → Developers → Webhooks) and the key's mode`);
   if (settings.dryRun) {
-    say(`would create an endpoint for ${old!.url} (${old!.enabled_events.length} event types, API version ${old!.api_version ?? 'account default'}), add its secret beside ${oldSecrets.join(', ')}, wait for the replicas and a delivery, delete ${oldEndpointId}, and retire the old secret after ${settings.quietForMillis / 1000} s without deliveries signed with it`);
-    return { action: 'replace-endpoint', dry_run: true, old_endpoint_id: oldEndpointId, url: old!.url };
+    say(
+      `would create an endpoint for ${old.url} (${old.enabled_events.length} event types, API version ${old.api_version ?? 'account default'}), add its secret beside ${oldSecrets.join(', ')}, ` +
+        `wait for the replicas and a delivery, delete ${oldEndpointId}, and retire the old secret after ${settings.quietForMillis / 1000} s without deliveries signed with it`,
+    );
+    return { dryRun: { action: 'replace-endpoint', dry_run: true, old_endpoint_id: oldEndpointId, url: old.url } };
   }
 
   // Stripe shows a secret only on create; the same Idempotency-Key replays that answer on a rerun (24 h).
-  const created = await stripe.createLike(old ?? (await stripe.retrieve(inProgress!.new_endpoint_id!))!, oldEndpointId);
-  const newSecret = created.secret;
-  const fingerprint = fingerprintSecret(newSecret);
+  const created = await stripe.createLike(old, oldEndpointId);
+  const fingerprint = fingerprintSecret(created.secret);
   say(`endpoint ${created.id} for ${created.url}, signing secret ${fingerprint}`);
-  const { added } = await addSecret(settings, newSecret);
+  const { added } = await addSecret(settings, created.secret);
   if (added) say(`added ${fingerprint} to ${settings.secretsFile}`);
   const nowMillis = Date.now();
   let state: RotationState = inProgress ?? {
@@ -239,37 +270,18 @@ async function replaceEndpoint(settings: Settings, oldEndpointId: string, stripe
   await writeRotationState(settings.secretsFile, state);
   state = await waitForNewSecretLoaded(settings, state);
 
-  if (!state.old_endpoint_deleted_at) {
-    say(`waiting for a delivery that verifies with ${fingerprint} (the new endpoint reaches the service)…`);
-    await waitUntil(settings, async () => (await askReplicas(settings.serviceUrls)).some((report) => (verifiedWith(report, fingerprint)?.verified_deliveries ?? 0) > 0), `no delivery has verified with ${fingerprint} yet (the new endpoint's deliveries do not reach the service, or no event happened): the old endpoint still delivers, nothing is lost; rerun this command to wait again`);
-    await stripe.delete(oldEndpointId);
-    state = { ...state, old_endpoint_deleted_at: new Date().toISOString() };
-    await writeRotationState(settings.secretsFile, state);
-    say(`deleted the old endpoint ${oldEndpointId}; waiting ${settings.quietForMillis / 1000} s without deliveries signed with ${state.old_fingerprints.join(', ')}…`);
-  }
-  const sinceMillis = Date.parse(state.old_endpoint_deleted_at!);
+  await stripe.subscribe(created.id, old.enabled_events);
+  say(`${created.id} now receives the ${old.enabled_events.length} event types of ${oldEndpointId}; waiting for a delivery that verifies with ${fingerprint}…`);
   await waitUntil(
     settings,
-    async () => checkQuiet(await askReplicas(settings.serviceUrls), state.old_fingerprints, { sinceMillis, quietForMillis: settings.quietForMillis, nowMillis: Date.now() }).quiet,
-    `deliveries signed with the old secret still arrive after the old endpoint was deleted; rerun this command to wait again`,
-    settings.waitTimeoutMillis + settings.quietForMillis,
+    async () => (await askReplicas(settings.serviceUrls)).some((report) => (verifiedWith(report, fingerprint)?.verified_deliveries ?? 0) > 0),
+    `no delivery has verified with ${fingerprint} yet (no event of its types happened, or its deliveries do not reach the service): the old endpoint still delivers, nothing is lost; rerun this command to wait again`,
   );
-  const kept = await retireSecrets(settings, state.old_fingerprints);
-  await writeRotationState(settings.secretsFile, { ...state, finished_at: new Date().toISOString() });
-  await waitForReplicas(settings, `has dropped ${state.old_fingerprints.join(', ')}`, (report) => state.old_fingerprints.every((entry) => !hasLoaded(report, entry)));
-  say(`retired ${state.old_fingerprints.join(', ')}; in force: ${kept.join(', ')}`);
-  const pulumiSteps = [
-    `pulumi config set stripeWebhookEndpointId ${created.id}`,
-    `pulumi config set --secret stripeWebhookSecret < ${settings.secretsFile}`,
-    'pulumi up',
-  ];
-  say(
-    `\nIf Pulumi manages this endpoint, its state still describes ${oldEndpointId}, which is gone, and it has never seen the new secret ` +
-      '(Stripe shows it only on create, so `pulumi refresh` cannot learn it and refuses, naming the new endpoint). Adopt the new endpoint, from the repository root:\n' +
-      pulumiSteps.map((step) => `  ${step}`).join('\n') +
-      `\n(the secrets file now holds only the new endpoint's secret). pulumi up then manages ${created.id} in place and drops ${oldEndpointId} from its state; it rewrites the secrets file with the same secret.`,
-  );
-  return { action: 'replace-endpoint', old_endpoint_id: oldEndpointId, new_endpoint_id: created.id, new_fingerprint: fingerprint, retired: state.old_fingerprints, in_force: kept, next_steps: pulumiSteps };
+  await stripe.delete(oldEndpointId);
+  state = { ...state, old_endpoint_deleted_at: new Date().toISOString() };
+  await writeRotationState(settings.secretsFile, state);
+  say(`deleted the old endpoint ${oldEndpointId}; waiting ${settings.quietForMillis / 1000} s without deliveries signed with ${state.old_fingerprints.join(', ')}…`);
+  return { state };
 }
 
 async function waitUntil(settings: Settings, condition: () => Promise<boolean>, notYet: string, timeoutMillis = settings.waitTimeoutMillis): Promise<void> {

@@ -7,11 +7,23 @@ import { createStripeClient } from '../../service/stripeApi';
 export interface StripeEndpoints {
   /** The endpoint, or undefined when Stripe has none with this id (in the key's mode). */
   retrieve(id: string): Promise<Stripe.WebhookEndpoint | undefined>;
-  /** An endpoint like `old` (URL, events, API version, description, metadata), with its secret; the same one on a rerun. */
+  /**
+   * An endpoint like `old` (URL, API version, description, metadata) with its secret, the same one on a rerun,
+   * subscribed to a placeholder event only: Stripe delivers at once, and the replicas do not know its secret yet.
+   */
   createLike(old: Stripe.WebhookEndpoint, oldId: string): Promise<Stripe.WebhookEndpoint & { secret: string }>;
+  /** Subscribes the endpoint to these event types (the old endpoint's), once the replicas know its secret. */
+  subscribe(id: string, enabledEvents: string[]): Promise<Stripe.WebhookEndpoint>;
   /** Deletes the endpoint; one already gone counts as deleted. */
   delete(id: string): Promise<void>;
 }
+
+/**
+ * What a new endpoint listens to until the replicas have its secret: Stripe's create takes no `disabled`, and
+ * an event delivered in between would be refused (400). Test clocks exist in test mode only and fail
+ * internally next to never.
+ */
+export const placeholderEventType = 'test_helpers.test_clock.internal_failure';
 
 /** STRIPE_API_KEY_FILE or STRIPE_API_KEY (never an argument), and STRIPE_API_BASE (default Stripe itself). */
 export function openStripeEndpoints(env: NodeJS.ProcessEnv): StripeEndpoints {
@@ -48,7 +60,7 @@ export function openStripeEndpoints(env: NodeJS.ProcessEnv): StripeEndpoints {
       const created = await stripe.webhookEndpoints.create(
         {
           url: old.url,
-          enabled_events: old.enabled_events as Stripe.WebhookEndpointCreateParams.EnabledEvent[],
+          enabled_events: [placeholderEventType],
           ...(old.api_version ? { api_version: old.api_version as Stripe.WebhookEndpointCreateParams.ApiVersion } : {}),
           ...(old.description ? { description: old.description } : {}),
           // Says where it came from: `pulumi refresh` names it when the endpoint in its state is gone.
@@ -58,6 +70,9 @@ export function openStripeEndpoints(env: NodeJS.ProcessEnv): StripeEndpoints {
       );
       if (!created.secret) throw new Error(`Stripe created endpoint ${created.id} but returned no signing secret`);
       return created as Stripe.WebhookEndpoint & { secret: string };
+    },
+    subscribe(id, enabledEvents) {
+      return stripe.webhookEndpoints.update(id, { enabled_events: enabledEvents as Stripe.WebhookEndpointUpdateParams.EnabledEvent[] });
     },
     async delete(id) {
       try {
