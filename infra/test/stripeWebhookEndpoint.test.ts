@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type * as pulumi from '@pulumi/pulumi';
 import { startLocalStripe, type LocalStripe } from '../../localStripe';
+import { openStripeEndpoints } from '../../scripts/rotation/stripeEndpoints';
 import {
   webhookEndpointProvider as provider,
   type WebhookEndpointInputs,
@@ -149,6 +150,33 @@ test('refresh reports an endpoint deleted outside Pulumi as gone', async () => {
   await fetch(`${fake.baseUrl}/v1/webhook_endpoints/${id}`, { method: 'DELETE', headers: { Authorization: `Bearer ${testKey}` } });
 
   await expect(read(id, outs as WebhookEndpointOutputs)).resolves.toEqual({ id: '' });
+});
+
+test('after rotate-webhook-secret replaced the endpoint, refresh refuses naming the successor, and adopting it brings the state in line', async () => {
+  const { id: oldId, outs } = await create(inputs());
+  // What the script does through the Stripe API: a successor like the old endpoint, then the old one deleted.
+  const endpoints = openStripeEndpoints({ STRIPE_API_KEY: testKey, STRIPE_API_BASE: fake.baseUrl });
+  const old = (await endpoints.retrieve(oldId))!;
+  const successor = await endpoints.createLike(old, oldId);
+  await endpoints.subscribe(successor.id, old.enabled_events);
+  await endpoints.delete(oldId);
+
+  // Dropping the gone endpoint from the state would let the next `pulumi up` create a third one.
+  await expect(read(oldId, outs as WebhookEndpointOutputs)).rejects.toThrow(
+    new RegExp(`${oldId} was replaced by ${successor.id}.*pulumi config set stripeWebhookEndpointId ${successor.id}.*pulumi up without --refresh`),
+  );
+
+  // The steps the script prints: adopt the successor with its secret, then `pulumi up` (replace by adoption).
+  const adopting = inputs({ adoptId: successor.id, suppliedSecret: successor.secret });
+  await expect(diff(oldId, outs as WebhookEndpointOutputs, adopting)).resolves.toMatchObject({ changes: true, replaces: ['adoptId'], deleteBeforeReplace: false });
+  const adopted = await create(adopting);
+  await remove(oldId, outs as WebhookEndpointOutputs); // already gone in Stripe: counts as deleted
+  expect(adopted.id).toBe(successor.id);
+  expect(adopted.outs).toMatchObject({ secret: successor.secret, signingSecrets: [successor.secret], enabledEvents: inputs().enabledEvents, apiVersion });
+  expect(fake.webhookEndpoints()).toEqual([expect.objectContaining({ id: successor.id, metadata: { project: 'stripe-credits', stack: 'test' }, secret: successor.secret })]);
+  // From now on refresh reads the successor, and the next `pulumi up` changes nothing.
+  await expect(read(successor.id, adopted.outs as WebhookEndpointOutputs)).resolves.toMatchObject({ id: successor.id });
+  await expect(diff(successor.id, adopted.outs as WebhookEndpointOutputs, adopting)).resolves.toMatchObject({ changes: false });
 });
 
 test('diff replaces only for a new API version or mode, and ignores the order of events', async () => {
