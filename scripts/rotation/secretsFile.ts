@@ -1,7 +1,8 @@
 /** The webhook secrets file as the rotation changes it: read with the service's own parser, replaced atomically. */
-import { chown, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseSecrets, type SigningSecret } from '../../service/webhook/secretStore';
+import { replaceFileKeepingOwner } from '../lib/replaceFile';
 
 export async function readSecretsFile(file: string): Promise<SigningSecret[]> {
   let content: string;
@@ -14,21 +15,9 @@ export async function readSecretsFile(file: string): Promise<SigningSecret[]> {
   return parseSecrets(content, file);
 }
 
-/**
- * Writes the secrets (one per line, the newest last: the service credits a delivery to the newest secret
- * that verifies it) to a temporary file beside `file` and renames it over, keeping the owner and mode, so a
- * replica never reads half a file.
- */
-export async function writeSecretsFile(file: string, secrets: readonly string[]): Promise<void> {
-  const current = await stat(file);
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  try {
-    await writeFile(temporary, `${secrets.join('\n')}\n`, { mode: current.mode & 0o7777, flag: 'wx' });
-    await chown(temporary, current.uid, current.gid).catch(() => undefined); // only root may give a file away
-    await rename(temporary, file);
-  } finally {
-    await rm(temporary, { force: true });
-  }
+/** The secrets, one per line, the newest last (the service credits a delivery to the newest secret that verifies it). */
+export function writeSecretsFile(file: string, secrets: readonly string[]): Promise<void> {
+  return replaceFileKeepingOwner(file, `${secrets.join('\n')}\n`);
 }
 
 /** The secrets file the operator means: --secrets-file, else STRIPE_WEBHOOK_SECRET_FILE, else npm start's development secret. */
