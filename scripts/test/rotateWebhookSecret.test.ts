@@ -6,6 +6,7 @@
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { startLocalStripe } from '../../localStripe';
 import { freePort } from '../../service/freePort';
 import { runScript } from '../../service/test/support/scriptProcess';
 import { fingerprintSecret } from '../../service/webhook/secretFingerprint';
@@ -59,7 +60,7 @@ test('the new secret from stdin goes in beside the old one, last, keeping the mo
 });
 
 test('anything but one whsec_ secret on stdin is refused without being echoed, and changes nothing', async () => {
-  for (const stdin of ['sk_live_not_a_webhook_secret\n', '', `${newSecret}\n${newSecret}x\n`]) {
+  for (const stdin of ['sk_live_not_a_webhook_secret\n', `${newSecret}\n${newSecret}x\n`]) {
     const result = await run(['--secrets-file', file, '--service-url', nobodyListens], stdin);
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('stdin must hold one webhook signing secret');
@@ -91,7 +92,7 @@ test('--help prints the usage on stdout and exits 0, changing nothing', async ()
 });
 
 test('conflicting modes or a malformed value is a usage error, exit 2, changing nothing', async () => {
-  for (const args of [['--finish', '--status'], ['--replace-endpoint', 'https://example.com'], ['--quiet-for', 'soon'], ['--service-url', 'not a url']]) {
+  for (const args of [['--finish', '--status', '--quiet-for', '10m'], ['--replace-endpoint', 'we_x', '--quiet-for', 'soon']]) {
     const result = await run([...args, '--secrets-file', file], newSecret);
     expect({ args, code: result.code }).toEqual({ args, code: 2 });
     expect(result.stderr).toContain('Usage:');
@@ -109,4 +110,24 @@ test('without --secrets-file it uses STRIPE_WEBHOOK_SECRET_FILE, else the develo
   const development = await run(['--status', '--service-url', nobodyListens], '', { DATA_DIR: dir });
   expect(development.stderr).toContain(`secrets file: ${path.join(dir, 'webhook-secret')} (the development secret of npm start`);
   expect(development.stderr).toContain(fingerprintSecret(newSecret));
+});
+
+test('--replace-endpoint --dry-run says what it would do and creates nothing; an endpoint Stripe does not have is named, exit 1', async () => {
+  const local = await startLocalStripe();
+  try {
+    const endpoint = local.addWebhookEndpoint({ url: 'https://billing.example.com/api/v1/billing/stripe/webhook', enabledEvents: ['checkout.session.completed'], secret: oldSecret });
+    const stripeEnv = { STRIPE_API_KEY: 'sk_test_rotation_dry_run', STRIPE_API_BASE: local.baseUrl };
+    const dryRun = await run(['--replace-endpoint', endpoint.id, '--dry-run', '--secrets-file', file, '--service-url', nobodyListens], '', stripeEnv);
+    expect(dryRun.code).toBe(0);
+    expect(dryRun.stderr).toContain(`would create an endpoint for ${endpoint.url} (1 event types`);
+    expect(local.webhookEndpoints().map((known) => known.id)).toEqual([endpoint.id]);
+    expect(await secretsIn()).toEqual([oldSecret]);
+
+    const unknown = await run(['--replace-endpoint', 'we_doesNotExist', '--secrets-file', file, '--service-url', nobodyListens], '', stripeEnv);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('Stripe has no webhook endpoint we_doesNotExist');
+    expect(unknown.stdout + unknown.stderr).not.toContain('sk_test_rotation_dry_run');
+  } finally {
+    await local.close();
+  }
 });
