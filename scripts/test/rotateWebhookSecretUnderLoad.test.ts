@@ -144,6 +144,7 @@ test('a Dashboard roll: --finish refuses while the old secret still verifies del
   const applied = await appliedOnce();
   expect(applied).toEqual({ events: applied.events, rows: applied.events, users: applied.events, usersCreditedTwice: 0 });
   expect(started.stdout + started.stderr + finished.stdout + finished.stderr).not.toContain(rolledSecret);
+  process.stdout.write(`\nDashboard roll: ${published.length} events, ${local.deliveryAttempts.length} delivery attempts, all 200; --finish refused once, then retired\n`);
 }, 120_000);
 
 test('an endpoint replacement through the Stripe API: events delivered to both endpoints apply once, the old endpoint and its secret are gone, and the Pulumi step is printed', async () => {
@@ -180,4 +181,6 @@ test('an endpoint replacement through the Stripe API: events delivered to both e
   }
   expect(replaced.stdout + replaced.stderr).not.toContain(newEndpoint!.secret);
   expect(replaced.stdout + replaced.stderr).not.toContain('sk_test_rotation_script');
+  const twice = [...endpointsPerEvent.values()].filter((endpoints) => endpoints.size === 2).length;
+  process.stdout.write(`\nendpoint replacement: ${during.length} delivery attempts from the start of the rotation, ${twice} events delivered by both endpoints and applied once, all 200\n`);
 }, 120_000);
