@@ -48,7 +48,8 @@ const marks: Record<CheckStatus, string> = { ok: '✓', failed: '✗', skipped: 
  * doctor, whatever a check put into its text.
  */
 export function redactSecrets(text: string): string {
-  return text.replace(/\b(?:sk|rk|pk|whsec)_[A-Za-z0-9_*]+/g, '[redacted]').replace(/(postgres(?:ql)?:\/\/[^:/@\s]+:)[^@\s]+@/g, '$1[redacted]@');
+  // A placeholder such as sk_test_… or whsec_… in a fix stays readable: only something after the prefix is a key.
+  return text.replace(/\b(?:(?:sk|rk|pk)_(?:test|live)_|whsec_)[A-Za-z0-9_*]{3,}/g, '[redacted]').replace(/(postgres(?:ql)?:\/\/[^:/@\s]+:)[^@\s]+@/g, '$1[redacted]@');
 }
 
 export function formatChecklist(heading: string, results: readonly CheckResult[]): string {
