@@ -11,7 +11,7 @@ import { runCommand } from './doctor/commandRunner';
 import { checkDatabase } from './doctor/databaseChecks';
 import { checkNginxConfig, checkWebhookUrl, type NginxTarget } from './doctor/edgeChecks';
 import { doctorExitCodes, exitCodeFor, formatChecklist, formatJson, skipped, type CheckResult } from './doctor/report';
-import { checkSecretFile, checkServiceSecrets, type ServiceTarget } from './doctor/secretChecks';
+import { checkSecretFile, checkServiceSecrets, type SecretFileTarget, type ServiceTarget } from './doctor/secretChecks';
 import { readStackOutputsFile, readStackOutputsFromPulumi, type StackOutputs } from './doctor/stackOutputs';
 import { checkStripe } from './doctor/stripeChecks';
 
@@ -35,8 +35,8 @@ Settings, read like the service reads them; secrets from files only (never print
   STRIPE_API_KEY_FILE         a key of the stack's mode with read access to Webhook Endpoints and Events
   STRIPE_API_BASE             default https://api.stripe.com (a local Stripe's URL for a local run)
   STRIPE_MODE                 test or live, when no stack says it (default test)
-  STRIPE_WEBHOOK_SECRET_FILE  the service's secret file (default for a local run: the development one in
-                              DATA_DIR, .data/webhook-secret)
+  STRIPE_WEBHOOK_SECRET_FILE  the service's secret file (default: a stack's, read inside its first replica;
+                              a local run's development one, DATA_DIR/webhook-secret)
   DATABASE_URL_FILE           or DATABASE_URL without a password; DATABASE_PASSWORD_FILE as the service
 
 Options:
@@ -88,7 +88,7 @@ interface Settings {
   nginx?: NginxTarget;
   apiKey?: string;
   apiBase: URL;
-  secretFile?: string;
+  secretFileTarget?: SecretFileTarget;
   databaseUrl?: string;
   databasePasswordFile?: string;
   pendingAfterSeconds: number;
@@ -198,9 +198,17 @@ async function readSettings(argv?: string[], env: NodeJS.ProcessEnv = process.en
     }
   }
 
-  // A local run's development secret, as npm start makes it, when no file is named.
+  // The file named here; else a stack's, inside its first replica; else a local run's development secret.
   const developmentSecret = devWebhookSecretPath(path.resolve(env.DATA_DIR?.trim() || '.data'));
-  const secretFile = env.STRIPE_WEBHOOK_SECRET_FILE?.trim() || (!stack && existsSync(developmentSecret) ? developmentSecret : undefined);
+  const namedFile = env.STRIPE_WEBHOOK_SECRET_FILE?.trim();
+  const firstContainer = stack?.serviceContainers?.[0];
+  const secretFileTarget: SecretFileTarget | undefined = namedFile
+    ? { kind: 'file', path: path.resolve(namedFile) }
+    : firstContainer
+      ? { kind: 'container', container: firstContainer, dockerCommand, dockerHost }
+      : !stack && existsSync(developmentSecret)
+        ? { kind: 'file', path: developmentSecret }
+        : undefined;
 
   return {
     json: values.json,
@@ -214,7 +222,7 @@ async function readSettings(argv?: string[], env: NodeJS.ProcessEnv = process.en
     nginx,
     apiKey,
     apiBase,
-    secretFile: secretFile ? path.resolve(secretFile) : undefined,
+    secretFileTarget,
     databaseUrl,
     databasePasswordFile,
     pendingAfterSeconds,
@@ -246,12 +254,12 @@ async function runChecks(settings: Settings): Promise<CheckResult[]> {
         })
       : [skipped('stripe', 'endpoint-found', 'the webhook endpoint exists in Stripe', 'no key: set STRIPE_API_KEY_FILE (and STRIPE_API_BASE for a local Stripe)')];
   const secrets = async () => {
-    const file = await checkSecretFile(settings.secretFile);
+    const file = await checkSecretFile(settings.secretFileTarget, runCommand);
     const services = await checkServiceSecrets({
       targets: settings.serviceTargets,
       expectedFingerprint: settings.stack?.webhookSecretFingerprint,
       endpointId: settings.endpointId,
-      secretFile: settings.secretFile,
+      secretFile: settings.secretFileTarget?.kind === 'file' ? settings.secretFileTarget.path : 'the secret file',
       fileFingerprints: file.fingerprints,
       run: runCommand,
     });

@@ -18,39 +18,95 @@ export interface SecretFileFindings {
   fingerprints?: string[];
 }
 
-export async function checkSecretFile(file: string | undefined): Promise<SecretFileFindings> {
-  const title = 'the webhook secret file exists, parses and only its owner may read it';
-  if (!file) return { result: skipped('secrets', 'secret-file', title, 'no file named: set STRIPE_WEBHOOK_SECRET_FILE (on a stack, run the doctor on the Docker host to check its file)') };
+/** What a look at the file found: where it is, its mode and fingerprints, or why it could not be read or parsed. */
+interface FileLook {
+  file: string;
+  mode?: number;
+  fingerprints?: string[];
+  /** An errno code when the file could not be read. */
+  readError?: string;
+  /** parseSecrets' message (it names the line, never its content). */
+  parseError?: string;
+}
+
+/** Where the secret file is checked: here, or inside a replica's container (a stack's file lives there). */
+export type SecretFileTarget = { kind: 'file'; path: string } | { kind: 'container'; container: string; dockerCommand: string; dockerHost?: string };
+
+async function lookHere(file: string): Promise<FileLook> {
   let mode: number;
   let content: string;
   try {
     mode = (await stat(file)).mode & 0o777;
     content = await readFile(file, 'utf8');
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    return { file, readError: (error as NodeJS.ErrnoException).code ?? 'error' };
+  }
+  try {
+    return { file, mode, fingerprints: parseSecrets(content, file).map((secret) => secret.fingerprint) };
+  } catch (error) {
+    return { file, mode, parseError: error instanceof SecretFileError ? error.message : 'it cannot be parsed' };
+  }
+}
+
+// Run inside a replica: the file its STRIPE_WEBHOOK_SECRET_FILE names, parsed by the image's own parseSecrets
+// (the image's working directory is /app); only the mode and fingerprints come out, never the secret.
+const inContainerFileScript = [
+  "const fs=require('fs');const f=process.env.STRIPE_WEBHOOK_SECRET_FILE;const out=(o)=>process.stdout.write(JSON.stringify(o));",
+  "if(!f){out({file:'(STRIPE_WEBHOOK_SECRET_FILE not set)',readError:'ENOENT'});process.exit(0)}",
+  "let mode,content;try{mode=fs.statSync(f).mode&0o777;content=fs.readFileSync(f,'utf8')}catch(e){out({file:f,readError:e.code||'error'});process.exit(0)}",
+  "try{const {parseSecrets}=require('./dist/service/webhook/secretStore.js');out({file:f,mode,fingerprints:parseSecrets(content,f).map(s=>s.fingerprint)})}",
+  "catch(e){out({file:f,mode,parseError:e.name==='SecretFileError'?e.message:'it cannot be parsed'})}",
+].join('');
+
+async function lookInContainer(target: Extract<SecretFileTarget, { kind: 'container' }>, run: CommandRunner): Promise<FileLook> {
+  const result = await run(target.dockerCommand, [...(target.dockerHost ? ['-H', target.dockerHost] : []), 'exec', target.container, 'node', '-e', inContainerFileScript]);
+  if (result.code !== 0) throw new Error(result.stderr.trim().split('\n').pop() || `docker exec exited ${result.code}`);
+  return JSON.parse(result.stdout) as FileLook;
+}
+
+export async function checkSecretFile(target: SecretFileTarget | undefined, run: CommandRunner): Promise<SecretFileFindings> {
+  const where = target?.kind === 'container' ? ` in container ${target.container}` : '';
+  const title = `the webhook secret file${where} exists, parses and only its owner may read it`;
+  if (!target) return { result: skipped('secrets', 'secret-file', title, 'no file named: set STRIPE_WEBHOOK_SECRET_FILE, or give a stack (its replicas are asked)') };
+  let look: FileLook;
+  try {
+    look = target.kind === 'file' ? await lookHere(target.path) : await lookInContainer(target, run);
+  } catch (error) {
     return {
       result: failed('secrets', 'secret-file', title, {
-        detail: `${file} cannot be read (${code})`,
-        fix: code === 'ENOENT'
-          ? `write the endpoint's secret into it: \`scripts/rotate-webhook-secret.sh add ${file} < secret\` (or pulumi up for a stack), then chmod 600 ${file}.`
-          : `let the doctor's user read it (run it as the service's user), or fix the path in STRIPE_WEBHOOK_SECRET_FILE.`,
+        detail: `cannot look inside ${target.kind === 'container' ? target.container : 'it'} (${(error as Error).message})`,
+        fix: target.kind === 'container' ? `the replica is not running: \`docker ps -a --filter name=${target.container}\`, and \`docker logs ${target.container}\` says why.` : 'fix the path.',
       }),
     };
   }
-  let fingerprints: string[];
-  try {
-    fingerprints = parseSecrets(content, file).map((secret) => secret.fingerprint);
-  } catch (error) {
-    const message = error instanceof SecretFileError ? error.message : 'it cannot be parsed';
-    return { result: failed('secrets', 'secret-file', title, { detail: message, fix: `one "whsec_…" secret per line, nothing else: rewrite ${file} (the service keeps its previous secrets until the file parses).` }) };
+  const { file } = look;
+  if (look.readError) {
+    return {
+      result: failed('secrets', 'secret-file', title, {
+        detail: `${file} cannot be read (${look.readError})`,
+        fix:
+          target.kind === 'container'
+            ? '`pulumi up` writes it (the replicas mount its directory); if it is gone from the Docker host, run `pulumi up` again.'
+            : look.readError === 'ENOENT'
+              ? `write the endpoint's secret into it: \`scripts/rotate-webhook-secret.sh add ${file} < secret\` (or pulumi up for a stack), then chmod 600 ${file}.`
+              : 'let the doctor\'s user read it (run it as the service\'s user), or fix the path in STRIPE_WEBHOOK_SECRET_FILE.',
+      }),
+    };
   }
+  if (look.parseError) {
+    return { result: failed('secrets', 'secret-file', title, { detail: look.parseError, fix: `one "whsec_…" secret per line, nothing else: rewrite ${file} (the service keeps its previous secrets until the file parses).` }) };
+  }
+  const fingerprints = look.fingerprints ?? [];
+  const mode = look.mode ?? 0;
   const octal = `0${mode.toString(8).padStart(3, '0')}`;
   if ((mode & unsafePermissionBits) !== 0) {
     return {
       fingerprints,
       result: failed('secrets', 'secret-file', title, {
         detail: `${file} has mode ${octal}: other users of the machine may read or change the signing secret`,
-        fix: `chmod 600 ${file} (0400 as the deployment writes it); it is read by the service's own user only.`,
+        fix: target.kind === 'container'
+          ? `the deployment writes it 0400: \`pulumi up\` rewrites it; on the Docker host, chmod 400 the file under /srv/stripe-credits/<stack>/secrets/.`
+          : `chmod 600 ${file} (0400 as the deployment writes it); it is read by the service's own user only.`,
       }),
     };
   }

@@ -4,7 +4,7 @@
  * running nginx for TLS). A healthy setup passes every check; each broken variant is found by its own check,
  * with the fix it needs.
  */
-import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import Stripe from 'stripe';
@@ -22,7 +22,7 @@ import { freePort } from '../../service/freePort';
 import { createLogger } from '../../service/logger';
 import { stripeApiVersion } from '../../service/stripeApi';
 import { runScript, type ScriptRun } from '../../service/test/support/scriptProcess';
-import { startServiceProcess, waitUntil, type ServiceProcess } from '../../service/test/support/serviceProcess';
+import { buildService, startServiceProcess, waitUntil, type ServiceProcess } from '../../service/test/support/serviceProcess';
 import { createTestDatabase, databaseUrl, testServerUrl, type TestDatabase } from '../../service/test/support/testDatabase';
 import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
 import { fingerprintSecret } from '../../service/webhook/secretFingerprint';
@@ -35,6 +35,7 @@ const nginxContainer = 'stripe-credits-test-nginx';
 
 interface Check {
   id: string;
+  title: string;
   status: 'ok' | 'failed' | 'skipped';
   detail: string;
   fix?: string;
@@ -84,8 +85,12 @@ beforeAll(async () => {
   await writeFile(nginxConfigFile, edgeConfig(nginxDir, { https: 18443, http: 18080 }, `billing-api:${service.port}`, '127.0.0.1:5353'));
 
   // Stands in for the docker client: `docker -H HOST exec CONTAINER COMMAND…` runs COMMAND here, the nginx
-  // container's `nginx -t` on the rendered config, a replica's command with the replica's PORT. It refuses
-  // any other call, so a wrong command line fails the check.
+  // container's `nginx -t` on the rendered config, a replica's command as in its container (working directory
+  // holding the built dist/, the replica's PORT and secret file). It refuses any other call, so a wrong command
+  // line fails the check.
+  const appDir = path.join(dir, 'app');
+  await mkdir(appDir);
+  await symlink(path.dirname(path.dirname(await buildService())), path.join(appDir, 'dist'));
   dockerCalls = path.join(dir, 'docker-calls.log');
   fakeDocker = path.join(dir, 'docker');
   await writeFile(
@@ -99,7 +104,7 @@ shift 2
 container=$2; shift 2
 case "$container" in
   ${nginxContainer}) [ "$*" = "nginx -t" ] || exit 64; exec /usr/sbin/nginx -t -p ${nginxDir} -c ${nginxConfigFile} ;;
-  api-0) exec env PORT=${service.port} "$@" ;;
+  api-0) cd ${appDir} && exec env PORT=${service.port} STRIPE_WEBHOOK_SECRET_FILE=${secretFile} "$@" ;;
   *) echo "Error response from daemon: No such container: $container" >&2; exit 1 ;;
 esac
 `,
@@ -224,9 +229,32 @@ describe('a healthy local setup', () => {
     );
 
     expect(checks.get('nginx-config')).toMatchObject({ status: 'ok', detail: `in container ${nginxContainer}: the configuration test is successful` });
+    expect(checks.get('secret-file')).toMatchObject({ status: 'ok', title: 'the webhook secret file in container api-0 exists, parses and only its owner may read it' });
+    expect(checks.get('secret-file')?.detail).toBe(`${secretFile}, mode 0600, 1 secret: fingerprint ${fingerprintSecret(endpointSecret)}`);
     expect(checks.get('service-secrets')).toMatchObject({ status: 'ok', detail: `loaded ${fingerprintSecret(endpointSecret)}; the deployment's ${fingerprintSecret(endpointSecret)} among them` });
     expect(checks.get('endpoint-found')?.detail).toContain(endpoint.id);
     expect(code).toBe(0);
+  });
+
+  test('--stack asks pulumi for the outputs; pulumi failing is a configuration error (78) saying what to do', async () => {
+    const fakePulumi = path.join(dir, 'pulumi');
+    await writeFile(
+      fakePulumi,
+      `#!/bin/bash\n[ "$*" = "stack output --json --stack test" ] && exec cat ${stackOutputsFile}\necho "error: no stack named '$5' found" >&2; exit 255\n`,
+      { mode: 0o755 },
+    );
+    const asPulumi = (stack: string) =>
+      doctorJson(['--stack', stack, '--pulumi-command', fakePulumi, '--docker-command', fakeDocker, '--docker-host', 'ssh://deploy@docker-test.example.com', '--pending-after', '0s'], { STRIPE_WEBHOOK_SECRET_FILE: '' });
+
+    const { code, checks } = await asPulumi('test');
+    expect(checks.get('endpoint-found')?.detail).toContain(endpoint.id);
+    expect(checks.get('service-secrets')?.status).toBe('ok');
+    expect(code).toBe(0);
+
+    const missing = await doctor(['--stack', 'nope', '--pulumi-command', fakePulumi]);
+    expect(missing.code).toBe(78);
+    expect(missing.stderr).toContain("`pulumi stack output --json --stack nope` failed (error: no stack named 'nope' found)");
+    expect(missing.stderr).toContain('--stack-outputs FILE');
   });
 });
 
