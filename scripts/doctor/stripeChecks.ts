@@ -178,7 +178,7 @@ async function checkPendingDeliveries(stripe: Stripe, options: StripeCheckOption
 }
 
 export function formatSeconds(seconds: number): string {
-  if (seconds % 86_400 === 0 && seconds >= 86_400) return `${seconds / 86_400} d`;
+  if (seconds % 86_400 === 0 && seconds >= 2 * 86_400) return `${seconds / 86_400} d`;
   if (seconds % 3_600 === 0 && seconds >= 3_600) return `${seconds / 3_600} h`;
   if (seconds % 60 === 0 && seconds >= 60) return `${seconds / 60} min`;
   return `${seconds} s`;
