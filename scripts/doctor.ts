@@ -101,6 +101,14 @@ function refuseSecretValue(env: NodeJS.ProcessEnv, name: string): void {
   if (env[name]?.trim()) throw new ConfigError(`${name} is set as a value: the doctor takes secrets from files only. Put it into a file (mode 0600) and set ${name}_FILE instead.`);
 }
 
+function urlPassword(raw: string): string {
+  try {
+    return new URL(raw).password;
+  } catch {
+    throw new ConfigError('DATABASE_URL must be a postgres:// URL.');
+  }
+}
+
 async function readSettings(argv?: string[], env: NodeJS.ProcessEnv = process.env): Promise<Settings> {
   const cli = parseCommandLine({
     usage,
@@ -148,7 +156,7 @@ async function readSettings(argv?: string[], env: NodeJS.ProcessEnv = process.en
   refuseSecretValue(env, 'STRIPE_API_KEY');
   refuseSecretValue(env, 'STRIPE_WEBHOOK_SECRET');
   if (env.DATABASE_URL?.trim() && env.DATABASE_URL_FILE?.trim()) throw new ConfigError('Both DATABASE_URL and DATABASE_URL_FILE are set; keep only one of them.');
-  if (env.DATABASE_URL?.trim() && new URL(env.DATABASE_URL.trim()).password) {
+  if (env.DATABASE_URL?.trim() && urlPassword(env.DATABASE_URL.trim())) {
     throw new ConfigError('DATABASE_URL holds a password: the doctor takes secrets from files only. Set DATABASE_URL_FILE (the whole URL in a file), or DATABASE_PASSWORD_FILE beside a URL without it.');
   }
   const databaseUrl = readSecretValue(env, 'DATABASE_URL');
