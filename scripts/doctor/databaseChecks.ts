@@ -3,7 +3,7 @@
  * are still not applied (and the command that applies each), and one user's balance and ledger (the old
  * guide's SQL query, answered here).
  */
-import { connectDatabase, type Database } from '../../service/db';
+import { connectDatabase, describeError, type Database } from '../../service/db';
 import { createLogger } from '../../service/logger';
 import { migrationFiles } from '../../service/migrations';
 import { databaseConnectionProblem } from '../../service/startupFailure';
@@ -44,13 +44,23 @@ export async function checkDatabase(options: DatabaseCheckOptions): Promise<Chec
       ];
     }
     const results = [ok('database', 'database-reachable', 'the database is reachable', { detail: serverName(options.connectionString) })];
-    const migrated = await checkMigrations(db);
-    results.push(migrated);
-    if (migrated.status === 'failed' && migrated.data === 'no-schema') {
-      return [...results, ...later.slice(1).map((id) => skipped(id === 'user-balance' ? 'user' : 'database', id, id.replace(/-/g, ' '), 'the database has no schema yet'))];
+    try {
+      const migrated = await checkMigrations(db);
+      results.push(migrated);
+      if (migrated.status === 'failed' && migrated.data === 'no-schema') {
+        return [...results, ...later.slice(1).map((id) => skipped(id === 'user-balance' ? 'user' : 'database', id, id.replace(/-/g, ' '), 'the database has no schema yet'))];
+      }
+      results.push(await recentEvents(db, options.sinceSeconds), await eventsNotApplied(db, options.replayCommand));
+      if (options.user) results.push(await userBalance(db, options.user));
+    } catch (error) {
+      // Reachable, but a query failed (a role without the service's grants, a schema changed by hand).
+      results.push(
+        failed('database', 'database-read', 'the service\'s tables can be read', {
+          detail: describeError(error).message,
+          fix: 'connect as the service\'s own role (the URL the service uses), and check that DATABASE_URL names the service\'s database.',
+        }),
+      );
     }
-    results.push(await recentEvents(db, options.sinceSeconds), await eventsNotApplied(db, options.replayCommand));
-    if (options.user) results.push(await userBalance(db, options.user));
     return results;
   } finally {
     await db.close().catch(() => undefined);
