@@ -281,6 +281,10 @@ describe('each broken variant is found, with its fix', () => {
       expect(pending?.items).toContainEqual(expect.stringContaining(`npm run replay-events -- --event ${refused.id}`));
       expect(pending?.fix).toMatch(/wrong signing secret/);
       expect(code).toBe(1);
+
+      // Stripe delivers within seconds, retries later: a delivery pending for less than --pending-after (5 min) is no alarm yet.
+      const { checks: soon } = await doctorJson(['--stack-outputs', stackOutputsFile, '--service-url', service.url]);
+      expect(soon.get('pending-deliveries')).toMatchObject({ status: 'ok', detail: 'none in the last 24 h' });
     } finally {
       await replaceFile(secretFile, `${endpointSecret}\n`);
       await waitForLoaded(fingerprintSecret(endpointSecret));
@@ -379,6 +383,48 @@ describe('each broken variant is found, with its fix', () => {
     expect(checks.get('nginx-config')?.items?.join('\n')).toMatch(/unknown directive "proxy_passs"/);
     expect(checks.get('nginx-config')?.fix).toContain('nginx/stripe-credits.conf.template');
     expect(code).toBe(1);
+  });
+
+  test('the service has not loaded what the secret file holds (it reads another file)', async () => {
+    const elsewhere = path.join(dir, 'secrets', 'another_secret');
+    await writeFile(elsewhere, `${otherSecret}\n`, { mode: 0o600 });
+
+    const { code, checks } = await doctorJson(local(), { STRIPE_WEBHOOK_SECRET_FILE: elsewhere });
+
+    expect(checks.get('secret-file')?.status).toBe('ok');
+    expect(checks.get('service-secrets')?.status).toBe('failed');
+    expect(checks.get('service-secrets')?.detail).toBe(`${elsewhere} holds ${fingerprintSecret(otherSecret)}, which the service has not loaded (it has ${fingerprintSecret(endpointSecret)})`);
+    expect(checks.get('service-secrets')?.fix).toMatch(/the service reads another file/);
+    expect(code).toBe(1);
+  });
+
+  test('an endpoint at another URL and at the account\'s default API version', async () => {
+    const stray = stripe.addWebhookEndpoint({ url: 'https://billing.example.com/api/v1/billing/stripe/webhook', enabledEvents: [...HANDLED_EVENT_TYPES] });
+    await client.webhookEndpoints.update(stray.id, { disabled: true }); // nothing is delivered to it meanwhile
+    try {
+      const { code, checks } = await doctorJson([...local(), '--endpoint-id', stray.id]);
+
+      expect(checks.get('endpoint-url')).toMatchObject({ status: 'failed', detail: `it delivers to https://billing.example.com/api/v1/billing/stripe/webhook, not ${service.webhookUrl}` });
+      expect(checks.get('endpoint-api-version')).toMatchObject({ status: 'failed', detail: "it is the account's default version: events arrive in another shape than the service reads" });
+      expect(checks.get('endpoint-api-version')?.fix).toContain(`Stripe cannot change an endpoint's version in place: let \`pulumi up\` create the endpoint (it pins ${stripeApiVersion})`);
+      expect(code).toBe(1);
+    } finally {
+      await client.webhookEndpoints.del(stray.id);
+    }
+  });
+
+  test("a user's balance that differs from their ledger, and a user never credited", async () => {
+    await database.db.query("UPDATE service_subscriptions SET purchased_credits_balance = purchased_credits_balance + 1 WHERE user_id = 'alice'");
+    try {
+      const { checks } = await doctorJson([...local(), '--user', 'alice']);
+      expect(checks.get('user-balance')?.status).toBe('failed');
+      expect(checks.get('user-balance')?.detail).toBe('501 credits: 501 purchased, 0 subscription, but the ledger sums to 500 purchased, 0 subscription');
+    } finally {
+      await database.db.query("UPDATE service_subscriptions SET purchased_credits_balance = purchased_credits_balance - 1 WHERE user_id = 'alice'");
+    }
+
+    const { checks } = await doctorJson([...local(), '--user', 'nobody']);
+    expect(checks.get('user-balance')).toMatchObject({ status: 'failed', detail: 'no credits were ever recorded for nobody' });
   });
 
   test('failed and unmatched events are listed with their reason and the command that re-applies each', async () => {
