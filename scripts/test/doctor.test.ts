@@ -427,6 +427,21 @@ describe('each broken variant is found, with its fix', () => {
     expect(checks.get('user-balance')).toMatchObject({ status: 'failed', detail: 'no credits were ever recorded for nobody' });
   });
 
+  test("a stack whose nginx and replica containers are gone", async () => {
+    const goneOutputs = path.join(dir, 'gone-outputs.json');
+    await writeFile(goneOutputs, JSON.stringify({ mode: 'test', webhookUrl: service.webhookUrl, webhookEndpointId: endpoint.id, nginxContainer: 'gone-nginx', serviceContainers: ['api-9'] }));
+
+    const { code, checks } = await doctorJson(['--stack-outputs', goneOutputs, '--docker-command', fakeDocker, '--docker-host', 'ssh://deploy@docker-test.example.com'], { STRIPE_WEBHOOK_SECRET_FILE: '' });
+
+    expect(checks.get('nginx-config')?.status).toBe('failed');
+    expect(checks.get('nginx-config')?.items).toContainEqual('Error response from daemon: No such container: gone-nginx');
+    expect(checks.get('nginx-config')?.fix).toMatch(/^the nginx container is not running: `docker start gone-nginx`/);
+    expect(checks.get('service-secrets')).toMatchObject({ status: 'failed', title: "container api-9 has loaded the endpoint's signing secret" });
+    expect(checks.get('service-secrets')?.fix).toContain('docker logs api-9');
+    expect(checks.get('secret-file')?.status).toBe('failed');
+    expect(code).toBe(1);
+  });
+
   test('failed and unmatched events are listed with their reason and the command that re-applies each', async () => {
     // A dispute of a payment that bought nothing is unmatched; a refund fails on a real database fault.
     const unmatched = stripeEvent('charge.dispute.created', dispute({ payment_intent: `pi_doctor_unknown_${Date.now()}` }));
