@@ -1,8 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import Module from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type * as pulumi from '@pulumi/pulumi';
 import { startLocalStripe, type LocalStripe } from '../../localStripe';
 import {
@@ -323,14 +324,16 @@ describe('the provider as Pulumi stores it in the state', () => {
   let dir: string;
   let serialized: { text: string; containsSecrets: boolean };
 
-  beforeAll(() => {
+  beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'serialized-provider-'));
-    const output = execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'support', 'serializeProvider.ts')], {
+    // Asynchronously: a synchronous child blocks this process's event loop for seconds on a busy machine, and the
+    // local Stripe and fetch's keep-alive timers then fire in a race that resets the next request (ECONNRESET).
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', path.join(__dirname, 'support', 'serializeProvider.ts')], {
       cwd: path.join(__dirname, '..', '..'),
       encoding: 'utf8',
     });
-    serialized = JSON.parse(output) as typeof serialized;
-  });
+    serialized = JSON.parse(stdout) as typeof serialized;
+  }, 60_000);
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   test('holds no secret and still creates, updates and deletes an endpoint', async () => {
