@@ -77,8 +77,10 @@ interface StoredEvent {
   event: LocalStripeEvent & { pending_webhooks?: number };
   /** Insertion order, to order events created in the same second. */
   sequence: number;
-  /** Endpoints that have not acknowledged the event yet (its `pending_webhooks`). */
+  /** Endpoints that have not acknowledged the event yet (its `pending_webhooks`, with `seededPending`). */
   pendingEndpoints: Set<string>;
+  /** A seeded event's own `pending_webhooks`: deliveries to endpoints this local Stripe does not know. */
+  seededPending: number;
 }
 
 export class LocalStripeResources {
@@ -254,24 +256,29 @@ export class LocalStripeResources {
 
   // -- Events ----------------------------------------------------------------------------------
 
-  /** Stores the event; `pendingEndpointIds` are the endpoints it is about to be delivered to. */
-  addEvent(event: LocalStripeEvent, pendingEndpointIds: readonly string[] = []): void {
+  /**
+   * Stores the event. Published events name the endpoints they are about to be delivered to; a seeded one
+   * (no `pendingEndpointIds`) keeps the `pending_webhooks` it was given, as Stripe reported it, so that the
+   * count and the `delivery_success` filter always tell the same story.
+   */
+  addEvent(event: LocalStripeEvent & { pending_webhooks?: number }, pendingEndpointIds?: readonly string[]): void {
     if (event.object !== 'event' || typeof event.id !== 'string' || !Number.isInteger(event.created)) {
       throw new TypeError('addEvent expects a Stripe event object (see stripeEvent() in localStripe/objects.ts)');
     }
     if (this.events.has(event.id)) {
       throw new Error(`The local Stripe already has event ${event.id}`);
     }
-    const stored: StoredEvent = { event: structuredClone(event), sequence: this.eventSequence++, pendingEndpoints: new Set(pendingEndpointIds) };
-    if (pendingEndpointIds.length > 0) stored.event.pending_webhooks = pendingEndpointIds.length;
+    const seededPending = pendingEndpointIds === undefined ? Math.max(0, Math.trunc(event.pending_webhooks ?? 0)) : 0;
+    const stored: StoredEvent = { event: structuredClone(event), sequence: this.eventSequence++, pendingEndpoints: new Set(pendingEndpointIds), seededPending };
+    stored.event.pending_webhooks = stored.pendingEndpoints.size + seededPending;
     this.events.set(event.id, stored);
   }
 
-  /** An endpoint acknowledged the event (a 2xx): one webhook less pending. */
+  /** An endpoint acknowledged the event (a 2xx): one webhook less pending. Later 2xx of the same endpoint change nothing. */
   markDelivered(eventId: string, endpointId: string): void {
     const stored = this.events.get(eventId);
     if (!stored?.pendingEndpoints.delete(endpointId)) return;
-    stored.event.pending_webhooks = stored.pendingEndpoints.size;
+    stored.event.pending_webhooks = stored.pendingEndpoints.size + stored.seededPending;
   }
 
   /** Endpoints of the event's mode, enabled and subscribed to its type (or to '*'). */
@@ -292,7 +299,7 @@ export class LocalStripeResources {
     const isInCreatedRange = rangeFilter(params, 'created');
     const newestFirst = [...this.events.values()]
       .filter(({ event }) => event.livemode === livemode && hasType(event.type) && isInCreatedRange(event.created))
-      .filter(({ pendingEndpoints }) => deliverySuccess === undefined || deliverySuccess === (pendingEndpoints.size === 0))
+      .filter(({ event }) => deliverySuccess === undefined || deliverySuccess === (event.pending_webhooks === 0))
       .sort((a, b) => b.event.created - a.event.created || b.sequence - a.sequence)
       .map(({ event }) => event);
     return listPage(newestFirst, params, '/v1/events', 'event');

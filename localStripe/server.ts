@@ -107,7 +107,8 @@ export interface LocalStripe {
   settleDelayedPayment(sessionId: string, outcome: DelayedPaymentOutcome): Stripe.Checkout.Session;
   /** Resolves once no delivery is in flight or about to start (retries due later are not waited for). */
   deliveriesSettled(): Promise<void>;
-  /** Makes an event listable and retrievable (in its own mode), as if Stripe had created it; not delivered. */
+  /** Makes an event listable and retrievable (in its own mode), as if Stripe had created it; not delivered. Its
+   *  `pending_webhooks` stays as given (deliveries Stripe had not completed), and `delivery_success` agrees with it. */
   addEvent(event: LocalStripeEvent): void;
   /** Line items of a Checkout Session; the mode follows the id (`cs_live_…`) unless given. */
   setCheckoutLineItems(sessionId: string, items: CheckoutLineItemInput[], options?: { livemode?: boolean }): void;
@@ -391,6 +392,8 @@ class LocalStripeServer implements LocalStripe {
     const results: EndpointDeliveryResult[] = [];
     for (const endpoint of subscribed) {
       const result = await this.deliver(event, endpoint.url, { ...options, secrets: this.resources.currentDeliveryTarget(endpoint.id)?.secrets ?? [endpoint.secret] });
+      // A stored event this endpoint had not acknowledged yet is delivered now, as far as Stripe can tell.
+      if (result.status >= 200 && result.status < 300) this.resources.markDelivered(event.id, endpoint.id);
       results.push({ ...result, endpointId: endpoint.id, url: endpoint.url });
     }
     return results;

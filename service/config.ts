@@ -157,7 +157,7 @@ function secretSource(env: Env, name: string): SecretSource | undefined {
 }
 
 /** For secrets read once at start-up: `X` or the trimmed content of the file named by `X_FILE`. */
-function readSecretValue(env: Env, name: string): string | undefined {
+export function readSecretValue(env: Env, name: string): string | undefined {
   const source = secretSource(env, name);
   if (source?.kind !== 'file') return source?.value;
   let content: string;
@@ -172,14 +172,19 @@ function readSecretValue(env: Env, name: string): string | undefined {
   return trimmed;
 }
 
+/** The mode of a Stripe secret (`sk_`) or restricted (`rk_`) key, from its prefix; undefined for anything else. */
+export function apiKeyMode(key: string): StripeMode | undefined {
+  return /^(?:sk|rk)_(test|live)_/.exec(key)?.[1] as StripeMode | undefined;
+}
+
 /** A Stripe secret or restricted key of this mode; also checked on each reload of STRIPE_API_KEY_FILE. */
 export function checkApiKeyMode(key: string, mode: StripeMode): void {
-  const match = /^(sk|rk)_(test|live)_/.exec(key);
-  if (!match) {
+  const keyMode = apiKeyMode(key);
+  if (!keyMode) {
     throw new ConfigError('STRIPE_API_KEY must be a Stripe secret or restricted key (sk_… or rk_…).');
   }
-  if (match[2] !== mode) {
-    throw new ConfigError(`STRIPE_API_KEY is a ${match[2]}-mode key but STRIPE_MODE is "${mode}"; use a ${mode}-mode key.`);
+  if (keyMode !== mode) {
+    throw new ConfigError(`STRIPE_API_KEY is a ${keyMode}-mode key but STRIPE_MODE is "${mode}"; use a ${mode}-mode key.`);
   }
 }
 

@@ -1,6 +1,7 @@
 import type { CreditCatalog } from './credits/catalog';
 import { parseCatalog } from './credits/catalog';
 import type { Logger } from './logger';
+import { stripeApiVersion } from './stripeApi';
 
 /**
  * `npm start` without Stripe settings: the local Stripe (localStripe/) runs in this process, with a small
@@ -11,7 +12,7 @@ export interface DevelopmentStripe {
   apiKey: string;
   apiBase: URL;
   catalog: CreditCatalog;
-  /** Points the local Stripe's webhook endpoint at the service, signing with the service's development secret. */
+  /** Points the local Stripe's webhook endpoint at the service, signing with the service's development secret, at the pinned API version (as a deployment registers it). */
   registerWebhook(url: string, secret: string, eventTypes: readonly string[]): void;
   stop(): Promise<void>;
 }
@@ -55,7 +56,7 @@ export async function startDevelopmentStripe(logger: Logger, fileCatalog: Credit
     apiBase: new URL(local.baseUrl),
     catalog,
     registerWebhook(url, secret, eventTypes) {
-      const endpoint = local.addWebhookEndpoint({ url, secret, enabledEvents: [...eventTypes], description: 'npm start (development)' });
+      const endpoint = local.addWebhookEndpoint({ url, secret, enabledEvents: [...eventTypes], apiVersion: stripeApiVersion, description: 'npm start (development)' });
       logger.info({ endpointId: endpoint.id, url }, 'the local Stripe delivers its events to this service, signed with the development webhook secret');
     },
     stop: () => local.close(),

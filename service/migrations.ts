@@ -7,9 +7,14 @@ const migrationsDir = path.join(__dirname, 'migrations');
 /** Any fixed number: every replica takes the same lock, so only one of them migrates at a time. */
 const migrationLockKey = 0x5717_c0de;
 
+/** The migrations this code expects, by file name, in the order they apply (what schema_migrations records). */
+export async function migrationFiles(): Promise<string[]> {
+  return (await readdir(migrationsDir)).filter((name) => name.endsWith('.sql')).sort();
+}
+
 /** Applies the `.sql` files of `service/migrations` not applied yet, in name order, in one transaction. */
 export async function runMigrations(db: Database, logger: Logger): Promise<string[]> {
-  const files = (await readdir(migrationsDir)).filter((name) => name.endsWith('.sql')).sort();
+  const files = await migrationFiles();
   return db.withTransaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [migrationLockKey]);
     await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -43,19 +43,22 @@ function messageOf(error: unknown): string {
 
 /** The first connection to the database failed: say where we tried (never with the password) and what to check. */
 export function databaseStartupError(error: unknown, connectionString: string, embedded: boolean): StartupError {
+  const fix = embedded ? 'The embedded PostgreSQL under the data dir did not answer: start again, or set DATABASE_URL.' : 'Check DATABASE_URL (or DATABASE_URL_FILE).';
+  return new StartupError(`Cannot start: ${databaseConnectionProblem(error, connectionString)}. ${fix}`, startupExitCodes.database);
+}
+
+/** Why a connection to the database failed, naming the server (never the password) and what to change. */
+export function databaseConnectionProblem(error: unknown, connectionString: string): string {
   const url = new URL(connectionString);
   const server = `${url.hostname || 'localhost'}:${url.port || '5432'}`;
   const database = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || 'postgres';
-  const fix = embedded ? 'The embedded PostgreSQL under the data dir did not answer: start again, or set DATABASE_URL.' : 'Check DATABASE_URL (or DATABASE_URL_FILE).';
   const code = codeOf(error);
-  let cause: string;
-  if (code === 'ECONNREFUSED') cause = `nothing accepts connections at ${server} (connection refused): wrong host or port, or PostgreSQL is not running`;
-  else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') cause = `the database host "${url.hostname}" does not resolve`;
-  else if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || /timeout/i.test(messageOf(error))) cause = `no answer from ${server}: wrong host or port, or a firewall in between`;
-  else if (code === '3D000') cause = `PostgreSQL at ${server} has no database "${database}": create it (createdb) or fix the name`;
-  else if (code === '28P01' || code === '28000') cause = `PostgreSQL at ${server} refused the login (${messageOf(error)}): fix the user or password`;
-  else cause = `the database at ${server}/${database} cannot be used (${messageOf(error)}${code ? `, ${code}` : ''})`;
-  return new StartupError(`Cannot start: ${cause}. ${fix}`, startupExitCodes.database);
+  if (code === 'ECONNREFUSED') return `nothing accepts connections at ${server} (connection refused): wrong host or port, or PostgreSQL is not running`;
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `the database host "${url.hostname}" does not resolve`;
+  if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || /timeout/i.test(messageOf(error))) return `no answer from ${server}: wrong host or port, or a firewall in between`;
+  if (code === '3D000') return `PostgreSQL at ${server} has no database "${database}": create it (createdb) or fix the name`;
+  if (code === '28P01' || code === '28000') return `PostgreSQL at ${server} refused the login (${messageOf(error)}): fix the user or password`;
+  return `the database at ${server}/${database} cannot be used (${messageOf(error)}${code ? `, ${code}` : ''})`;
 }
 
 export function migrationStartupError(error: unknown): StartupError {

@@ -261,6 +261,45 @@ describe('webhook delivery', () => {
   });
 });
 
+describe('pending_webhooks', () => {
+  test('counts the endpoints that have not answered 2xx: one refusing every attempt (a wrong secret) keeps the event pending after its retries', async () => {
+    const refusing = http.createServer((request, response) => {
+      request.resume();
+      request.on('end', () => response.writeHead(400).end('{"error":"signature_mismatch"}'));
+    });
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    try {
+      const refusingUrl = `http://127.0.0.1:${(refusing.address() as AddressInfo).port}/webhook`;
+      local.addWebhookEndpoint({ url: refusingUrl, enabledEvents: ['checkout.session.completed'] });
+      local.completeCheckout((await openSession((await packagePrice()).id)).id, 'pay');
+      await waitFor(() => local.deliveryAttempts.filter((attempt) => attempt.url === refusingUrl).length === 4);
+      await local.deliveriesSettled();
+
+      const [completed] = (await client.events.list({ type: 'checkout.session.completed' })).data;
+      expect(completed?.pending_webhooks).toBe(1);
+      expect((await client.events.list({ delivery_success: false, type: 'checkout.session.completed' })).data.map((event) => event.id)).toEqual([completed?.id]);
+      // The receiver (subscribed to everything, answering 200) acknowledged every other event.
+      const others = (await client.events.list({ limit: 100 })).data.filter((event) => event.type !== 'checkout.session.completed');
+      expect(others.length).toBeGreaterThan(0);
+      expect(others.map((event) => event.pending_webhooks)).toEqual(others.map(() => 0));
+    } finally {
+      refusing.closeAllConnections();
+      await new Promise((resolve) => refusing.close(resolve));
+    }
+  });
+
+  test('a seeded event keeps the count it was given (what Stripe reported), and delivery_success agrees with it', async () => {
+    const seeded = { id: 'evt_seeded_pending', object: 'event' as const, type: 'invoice.paid', created: 1_750_000_000, livemode: false, pending_webhooks: 2 };
+    const seededDone = { ...seeded, id: 'evt_seeded_done', pending_webhooks: 0 };
+    local.addEvent(seeded);
+    local.addEvent(seededDone);
+
+    await expect(client.events.retrieve(seeded.id)).resolves.toMatchObject({ pending_webhooks: 2 });
+    expect((await client.events.list({ delivery_success: false, type: 'invoice.paid' })).data.map((event) => event.id)).toEqual([seeded.id]);
+    expect((await client.events.list({ delivery_success: true, type: 'invoice.paid' })).data.map((event) => event.id)).toEqual([seededDone.id]);
+  });
+});
+
 async function waitFor(condition: () => boolean, timeoutMillis = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMillis;
   while (!condition()) {
