@@ -23,7 +23,6 @@ let database: TestDatabase;
 // Every table the crediting transactions touch, filled with rows shaped like real ones: many users, each with
 // purchases, refunds, disputes, subscriptions with several periods and invoices.
 const fillSql = `
-  ALTER TABLE service_subscriptions DISABLE TRIGGER service_subscriptions_balance_changed;
   INSERT INTO stripe_events (id, type, livemode, created, status, processed_at)
     SELECT 'evt_fill_' || g, 'checkout.session.completed', false, now(), 'processed', now() FROM generate_series(1, $rows) g;
   INSERT INTO credit_purchases (user_id, stripe_checkout_session_id, payment_intent, credits, amount_total, currency, livemode, status, paid_at)
@@ -46,8 +45,7 @@ const fillSql = `
   INSERT INTO charge_refunds (payment_intent, charge_id, amount, amount_refunded, reported_at)
     SELECT 'pi_fill_' || g, 'ch_fill_' || g, 1000, 100, now() FROM generate_series(1, $rows) g;
   INSERT INTO payment_disputes (id, payment_intent, charge_id, amount, status, counted, reported_at, stage)
-    SELECT 'dp_fill_' || g, 'pi_fill_' || g, 'ch_fill_' || g, 100, 'won', false, now(), 2 FROM generate_series(1, $rows) g;
-  ALTER TABLE service_subscriptions ENABLE TRIGGER service_subscriptions_balance_changed;`;
+    SELECT 'dp_fill_' || g, 'pi_fill_' || g, 'ch_fill_' || g, 100, 'won', false, now(), 2 FROM generate_series(1, $rows) g;`;
 
 beforeAll(async () => {
   database = await createTestDatabase({ poolMax: 4 });

@@ -84,11 +84,10 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
       const result = await processEvent(deps.db, event, deps.eventContext);
       stopTimer();
       metrics.events.inc({ type: event.type, outcome: result.status });
+      // An unmatched outcome may still have changed a user's credits (a subscription with a price not in the catalog).
+      if ((result.status === 'processed' || result.status === 'unmatched') && result.userId) deps.onBalanceChanged(result.userId);
       if (result.status === 'processed') {
-        if (result.userId) {
-          logger.info({ ...eventFields, userId: result.userId }, `[Stripe Webhook] ${appliedMessage(event.type)} ${result.userId}`);
-          deps.onBalanceChanged(result.userId);
-        }
+        if (result.userId) logger.info({ ...eventFields, userId: result.userId }, `[Stripe Webhook] ${appliedMessage(event.type)} ${result.userId}`);
       } else if (result.status === 'unmatched') {
         logger.warn({ ...eventFields, reason: result.reason, userId: result.userId }, '[Stripe Webhook] Event matched no user or credits; recorded as unmatched');
       } else {
