@@ -2,9 +2,14 @@
  * BalanceChanges: this process's streams hear a change at once; the other replicas hear the changes of a batch
  * in one notification, sent on a connection of its own after the commit (none inside a crediting transaction).
  */
+import { startLocalStripe } from '../../localStripe';
+import { emptyCatalog } from '../credits/catalog';
 import { createLogger } from '../logger';
+import { recoverMissedEvents } from '../recovery';
+import { createStripeClient } from '../stripeApi';
 import { BalanceChanges, balanceChangesBatchMillis, balanceChangesChannel } from '../users/balanceChanges';
 import { waitUntil } from './support/serviceProcess';
+import { checkoutSession, stripeEvent, unixSeconds } from './support/stripeFixtures';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
 
 let database: TestDatabase;
@@ -57,4 +62,27 @@ test("a replica's notification reaches this process's streams, its own echo does
   // A replica of the previous version, during a rolling update, sends one bare user id.
   changes.received('u1');
   expect(local).toEqual(['u1', 'u1']);
+});
+
+test("an event the recovery replays tells the replicas' streams, as a delivered one does", async () => {
+  const fake = await startLocalStripe();
+  try {
+    const user = `user_replayed_${Date.now()}`;
+    fake.addEvent(stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: user, metadata: { credits: '15' } })));
+    const changes = new BalanceChanges(database.db, logger);
+    const summary = await recoverMissedEvents({
+      db: database.db,
+      stripe: createStripeClient('sk_test_recovery', new URL(fake.baseUrl)),
+      stripeMode: 'test',
+      eventContext: { catalog: emptyCatalog(), fetchLineItems: undefined },
+      sinceSeconds: unixSeconds() - 3600,
+      onBalanceChanged: (userId) => changes.changed(userId),
+    });
+    expect(summary).toMatchObject({ processed: 1 });
+    await changes.flush();
+    await waitUntil(() => heard.length > 0, 2_000, 'the notification');
+    expect(heard.map((payload) => JSON.parse(payload) as unknown)).toEqual([{ from: changes.processId, users: [user] }]);
+  } finally {
+    await fake.close();
+  }
 });
