@@ -1,5 +1,5 @@
 /**
- * The ceiling, run as its own process (forked by run.ts): exactly the SQL work the service does per
+ * The database-only figure (information, not the yardstick), run as its own process (forked by run.ts): the SQL work the service does per
  * event (`processEvent`, one transaction), on the same events, at the same concurrency, through a pool
  * of the same size, with no HTTP, no signature check, no JSON parsing and no logging.
  */

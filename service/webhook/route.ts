@@ -123,7 +123,8 @@ function appliedMessage(eventType: string): string {
   return 'Processing refund for user';
 }
 
-async function readRawBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
+/** The raw body, refused with 413 above `limitBytes` (the signature is over these exact bytes). */
+export async function readRawBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
   try {
     return await getRawBody(ctx.req, { limit: limitBytes, length: ctx.get('content-length') || undefined });
   } catch (error) {
