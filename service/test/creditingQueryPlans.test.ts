@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { emptyCatalog } from '../credits/catalog';
-import { connectDatabase, type Database, type Queryable } from '../db';
+import { connectDatabase, type Database } from '../db';
 import { createLogger } from '../logger';
 import { processEvent, type EventContext } from '../webhook/processEvent';
 import type { StripeEvent } from '../webhook/stripeEvent';
