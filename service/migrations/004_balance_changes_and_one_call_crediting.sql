@@ -10,10 +10,13 @@ DROP FUNCTION notify_credit_balance_changed();
 -- autocommit call (the statement is its own transaction). Every lookup is on an index (creditingQueryPlans test).
 
 -- The event row is the idempotency check (see eventLog.ts): false when the event was applied already. The
--- optional lock serialises transactions about one Stripe object before anything is read.
+-- optional lock serialises transactions about one Stripe object before anything is read. A duplicate of an
+-- event committed earlier is found by a read first: it writes nothing, so its commit waits for no WAL flush.
+-- (A copy still in flight elsewhere is not visible to that read; the insert then waits for it and finds it.)
 CREATE FUNCTION credit_claim_event(p_id text, p_type text, p_livemode boolean, p_created bigint, p_status text, p_lock_key text)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
+  IF EXISTS (SELECT 1 FROM stripe_events WHERE id = p_id AND status NOT IN ('failed', 'unmatched')) THEN RETURN false; END IF;
   IF p_lock_key IS NOT NULL THEN PERFORM pg_advisory_xact_lock(hashtext(p_lock_key)); END IF;
   INSERT INTO stripe_events AS e (id, type, livemode, created, status, processed_at)
   VALUES (p_id, p_type, p_livemode, to_timestamp(p_created), p_status, now())

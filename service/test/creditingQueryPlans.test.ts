@@ -174,3 +174,13 @@ test('a new paid Checkout session, its duplicate, an ignored type and a refund e
     expect(statements).toHaveLength(1);
   }
 });
+
+test('a duplicate of an applied event writes nothing, not even a row lock, so its commit waits for no WAL flush', async () => {
+  const purchase = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: 'user_fill_6', metadata: { credits: '10' } }));
+  expect(await processEvent(explained, purchase as unknown as StripeEvent, context)).toMatchObject({ status: 'processed' });
+  const rowVersion = async () => (await explained.query<{ xmin: string; xmax: string }>('SELECT xmin::text, xmax::text FROM stripe_events WHERE id = $1', [purchase.id])).rows[0];
+  const before = await rowVersion();
+  expect(before?.xmax).toBe('0');
+  expect(await processEvent(explained, purchase as unknown as StripeEvent, context)).toEqual({ status: 'duplicate' });
+  expect(await rowVersion()).toEqual(before);
+});
