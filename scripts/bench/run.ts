@@ -20,11 +20,13 @@ Measures the webhook service against a thin-ingest reference on this machine, in
   1. builds the service and starts it (one process, or --replicas N) on a fresh PostgreSQL database, and
      as many reference processes: the same HTTP stack, raw-body reading and signature check, storing each
      event with one INSERT … ON CONFLICT DO NOTHING (what a sync-only ingester does);
-  2. at each concurrency level runs, each for a fixed duration, the database-only figure (processEvent
-     straight through pg, no HTTP: information only), the reference and the service, on the same signed
-     deliveries from a separate load-generator process; ratio = service events/s ÷ reference events/s;
-  3. runs the service again at the top level on a copy of a preloaded database (1 M events, 1 M ledger
-     rows, 100 k users; the template is built once per schema and kept between runs);
+  2. at each concurrency level runs the database-only figure (processEvent straight through pg, no HTTP:
+     information only), the reference and the service, on the same kind of signed deliveries from a
+     separate load-generator process, in slices taking turns so that each side sees the same background
+     load; ratio = service events/s ÷ reference events/s;
+  3. runs the service at the top level on a copy of a preloaded database (1 M events, 1 M ledger rows,
+     100 k users; the template is built once per schema and kept between runs), in turn with the service
+     on the empty database;
   4. measures latency at half the peak rate with a fixed arrival rate (open loop);
   5. checks that every acknowledged event was applied once and the books balance.
 Prints a table, and as its last line one JSON object (events_per_s, reference_events_per_s, ratio, p99_ms,
@@ -34,7 +36,8 @@ README says how long it takes.
 
 Options:
   --replicas N       service processes (default 1), and as many reference processes
-  --duration S       seconds per run (default 5)
+  --duration S       seconds per side and level (default 5), taken in --rounds slices
+  --rounds N         slices each side's time is cut into, the sides taking turns (default 3)
   --levels LIST      concurrency levels, comma-separated (default 1,8,32)
   --pool N           DATABASE_POOL_MAX of each service and reference process (default 10)
   --log-level LEVEL  the service's LOG_LEVEL (default info, as deployed)
@@ -52,6 +55,7 @@ const cli = parseCommandLine({
     pool: { type: 'string', default: '10' },
     'log-level': { type: 'string', default: 'info' },
     profile: { type: 'string' },
+    rounds: { type: 'string', default: '3' },
     'no-preload': { type: 'boolean', default: false },
   },
 });
@@ -60,6 +64,8 @@ const replicas = wholeNumberOption(cli, '--replicas', flags.replicas, 1, 16);
 const durationMillis = wholeNumberOption(cli, '--duration', flags.duration, 1) * 1000;
 const levels = flags.levels.split(',').map((level) => wholeNumberOption(cli, '--levels', level, 1, 1000));
 const poolMax = wholeNumberOption(cli, '--pool', flags.pool, 1, 1000);
+const rounds = wholeNumberOption(cli, '--rounds', flags.rounds, 1, 100);
+const sliceMillis = durationMillis / rounds;
 const secret = 'whsec_bench_5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b';
 const seed = 20_251_128;
 const warmupMillis = 2_000;
@@ -152,6 +158,53 @@ interface Timed {
   before: CpuSnapshot;
   after: CpuSnapshot;
   runRssMax: number;
+}
+
+/**
+ * The slices of one side (service, reference, …) taken in turn with the other sides' slices, as one run: on a
+ * shared machine the background load changes from second to second, and interleaving gives every side the same.
+ */
+function merged(slices: Timed[]): Timed {
+  const first = slices[0]!;
+  const latenciesMillis: Record<ItemKind, number[]> = { new: [], duplicate: [], subscription: [], refund: [] };
+  const outcomes: Record<string, number> = {};
+  const statusCounts: Record<string, number> = {};
+  let sent = 0;
+  let elapsedMillis = 0;
+  let cpuMillis = 0;
+  let unacknowledged = 0;
+  const before: CpuSnapshot = { measured: 0, postgres: 0, at: 0 };
+  const after: CpuSnapshot = { measured: 0, postgres: 0, at: 0 };
+  for (const slice of slices) {
+    for (const kind of Object.keys(latenciesMillis) as ItemKind[]) latenciesMillis[kind].push(...slice.result.latenciesMillis[kind]);
+    for (const [key, count] of Object.entries(slice.result.outcomes)) outcomes[key] = (outcomes[key] ?? 0) + count;
+    for (const [key, count] of Object.entries(slice.result.statusCounts)) statusCounts[key] = (statusCounts[key] ?? 0) + count;
+    sent += slice.result.sent;
+    elapsedMillis += slice.result.elapsedMillis;
+    cpuMillis += slice.result.cpuMillis;
+    unacknowledged += slice.result.sent - slice.result.acknowledged.length;
+    after.measured += slice.after.measured - slice.before.measured;
+    after.postgres += slice.after.postgres - slice.before.postgres;
+    after.at += slice.after.at - slice.before.at;
+  }
+  return {
+    // `acknowledged` keeps only its length's meaning here (failures); correctness reads each slice's own.
+    result: { ...first.result, sent, elapsedMillis, cpuMillis, latenciesMillis, outcomes, statusCounts, exhausted: slices.some((slice) => slice.result.exhausted), acknowledged: new Array<number>(sent - unacknowledged).fill(0) },
+    before,
+    after,
+    runRssMax: Math.max(...slices.map((slice) => slice.runRssMax)),
+  };
+}
+
+function mergedDbOnly(slices: CeilingResult[]): CeilingResult {
+  return {
+    ...slices[0]!,
+    transactions: slices.reduce((sum, slice) => sum + slice.transactions, 0),
+    elapsedMillis: slices.reduce((sum, slice) => sum + slice.elapsedMillis, 0),
+    postgresCpuTicks: slices.reduce((sum, slice) => sum + slice.postgresCpuTicks, 0),
+    errors: slices.reduce((sum, slice) => sum + slice.errors, 0),
+    exhausted: slices.some((slice) => slice.exhausted),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,12 +319,19 @@ async function main(): Promise<void> {
 
     const results: LevelResult[] = [];
     for (const concurrency of levels) {
-      progress(`concurrency ${concurrency}: database only`);
-      const dbOnly = await runDbOnly(concurrency, durationMillis, countFor(durationMillis));
-      progress(`concurrency ${concurrency}: reference`);
-      const reference = await runReference({ concurrency, durationMillis }, countFor(durationMillis));
-      progress(`concurrency ${concurrency}: service`);
-      const service = await runService({ concurrency, durationMillis }, countFor(durationMillis));
+      // Each side in `rounds` slices, taken in turn, so that all three see the same background load.
+      progress(`concurrency ${concurrency}: database only, reference and service in turn, ${rounds} rounds`);
+      const dbOnlySlices: CeilingResult[] = [];
+      const referenceSlices: Timed[] = [];
+      const serviceSlices: Timed[] = [];
+      for (let round = 0; round < rounds; round++) {
+        dbOnlySlices.push(await runDbOnly(concurrency, sliceMillis, countFor(sliceMillis)));
+        referenceSlices.push(await runReference({ concurrency, durationMillis: sliceMillis }, countFor(sliceMillis)));
+        serviceSlices.push(await runService({ concurrency, durationMillis: sliceMillis }, countFor(sliceMillis)));
+      }
+      const dbOnly = mergedDbOnly(dbOnlySlices);
+      const reference = merged(referenceSlices);
+      const service = merged(serviceSlices);
       const { result } = service;
       const seconds = result.elapsedMillis / 1000;
       const serviceEventsPerSecond = result.sent / seconds;
@@ -315,20 +375,28 @@ async function main(): Promise<void> {
     const halfFailures = half.result.sent - half.result.acknowledged.length;
 
     // The same service at the top level on the preloaded database (its own replicas, warmed up first).
-    let preloaded: { eventsPerSecond: number; failures: number; p99Millis: number } | undefined;
+    let preloaded: { eventsPerSecond: number; emptyEventsPerSecond: number; failures: number; p99Millis: number } | undefined;
     if (preloadedDb) {
       const { services: preloadedServices } = await startReplicas(preloadedDb.url, 'preloaded');
       const targets = preloadedServices.map((s) => s.webhookUrl);
       const pids = preloadedServices.map((s) => s.pid);
-      progress(`preloaded database: warming up, then concurrency ${top.concurrency}`);
+      progress(`preloaded database: warming up, then concurrency ${top.concurrency} in turn with the empty one, ${rounds} rounds`);
       await runLoad(targets, pids, { concurrency: 8, durationMillis: warmupMillis }, 8_000, preloadedDb, preloadedServices);
-      const run = await runLoad(targets, pids, { concurrency: top.concurrency, durationMillis }, countFor(durationMillis), preloadedDb, preloadedServices);
+      const preloadedSlices: Timed[] = [];
+      const emptySlices: Timed[] = [];
+      for (let round = 0; round < rounds; round++) {
+        preloadedSlices.push(await runLoad(targets, pids, { concurrency: top.concurrency, durationMillis: sliceMillis }, countFor(sliceMillis), preloadedDb, preloadedServices));
+        emptySlices.push(await runService({ concurrency: top.concurrency, durationMillis: sliceMillis }, countFor(sliceMillis)));
+      }
+      const run = merged(preloadedSlices);
+      const beside = merged(emptySlices);
       preloaded = {
         eventsPerSecond: run.result.sent / (run.result.elapsedMillis / 1000),
-        failures: run.result.sent - run.result.acknowledged.length,
+        emptyEventsPerSecond: beside.result.sent / (beside.result.elapsedMillis / 1000),
+        failures: run.result.sent - run.result.acknowledged.length + (beside.result.sent - beside.result.acknowledged.length),
         p99Millis: percentile(all(run.result.latenciesMillis), 0.99),
       };
-      progress(`preloaded database: ${round(preloaded.eventsPerSecond, 0)} ev/s (empty: ${round(top.serviceEventsPerSecond, 0)})`);
+      progress(`preloaded database: ${round(preloaded.eventsPerSecond, 0)} ev/s, the empty one in the same rounds ${round(preloaded.emptyEventsPerSecond, 0)}`);
       await Promise.all(preloadedServices.map((s) => s.stop()));
     }
 
@@ -354,7 +422,8 @@ async function main(): Promise<void> {
       duplicate_p50_ms: round(first.duplicateP50Millis, 3),
       new_vs_duplicate_cost: round(first.newP50Millis / first.duplicateP50Millis, 2),
       preloaded_events_per_s: preloaded ? round(preloaded.eventsPerSecond, 0) : null,
-      preloaded_vs_empty: preloaded ? round(preloaded.eventsPerSecond / top.serviceEventsPerSecond, 3) : null,
+      empty_events_per_s_beside_preloaded: preloaded ? round(preloaded.emptyEventsPerSecond, 0) : null,
+      preloaded_vs_empty: preloaded ? round(preloaded.eventsPerSecond / preloaded.emptyEventsPerSecond, 3) : null,
       preloaded_rows: preloaded ? { events: preloadedEvents, ledger: preloadedEvents, users: preloadedUsers } : null,
       rss_mb: round(rssMaxBytes / 2 ** 20, 1),
       rss_total_mb: round(rssTotalMaxBytes / 2 ** 20, 1),
@@ -477,7 +546,8 @@ function printTable(results: LevelResult[], summary: Record<string, unknown>, co
     `Duplicate vs new at concurrency ${results[0]!.concurrency}: p50 ${results[0]!.duplicateP50Millis.toFixed(2)} ms vs ${results[0]!.newP50Millis.toFixed(2)} ms`,
     summary.preloaded_events_per_s === null
       ? 'Preloaded database: skipped (--no-preload)'
-      : `Preloaded database (1 M events, 1 M ledger rows, 100 k users): ${summary.preloaded_events_per_s} ev/s at concurrency ${summary.concurrency}, ${summary.preloaded_vs_empty} × the empty database's`,
+      : `Preloaded database (1 M events, 1 M ledger rows, 100 k users): ${summary.preloaded_events_per_s} ev/s at concurrency ${summary.concurrency}, ` +
+        `${summary.preloaded_vs_empty} × the empty database's in the same rounds (${summary.empty_events_per_s_beside_preloaded} ev/s)`,
     ...correctness.map(
       (c, i) =>
         `Correctness (${i === 0 ? 'empty' : 'preloaded'} database): ${c.acknowledgedEvents} events acknowledged, ${c.recordedEvents} recorded; ${c.usersChecked} users' balances checked, ` +
