@@ -70,7 +70,7 @@ async function ceiling(message: CeilingMessage): Promise<CeilingResult> {
   await Promise.all(Array.from({ length: message.concurrency }, worker));
   const elapsedMillis = performance.now() - startedAt;
   const cpu = process.cpuUsage(cpuBefore);
-  const postgresTicks = postgresCpuTicks() - postgresBefore;
+  const postgresTicks = Math.max(0, postgresCpuTicks() - postgresBefore);
   await db.close();
   return {
     type: 'ceiling-result',

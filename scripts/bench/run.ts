@@ -184,7 +184,8 @@ function merged(slices: Timed[]): Timed {
     cpuMillis += slice.result.cpuMillis;
     unacknowledged += slice.result.sent - slice.result.acknowledged.length;
     after.measured += slice.after.measured - slice.before.measured;
-    after.postgres += slice.after.postgres - slice.before.postgres;
+    // A PostgreSQL process that ended during the slice takes its ticks with it: never count less than nothing.
+    after.postgres += Math.max(0, slice.after.postgres - slice.before.postgres);
     after.at += slice.after.at - slice.before.at;
   }
   return {
@@ -535,7 +536,8 @@ function printTable(results: LevelResult[], summary: Record<string, unknown>, co
   const out = [
     '',
     `Webhook service vs. a thin-ingest reference — ${os.cpus().length} × ${cpu[0]?.model ?? 'CPU'}, ${round(os.totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}`,
-    `${summary.replicas} replica(s), pool ${summary.pool_max} each; mix ${Object.entries(mix).map(([k, v]) => `${v}% ${k}`).join(', ')}; ${durationMillis / 1000} s per run; CPU in % of one core`,
+    `${summary.replicas} replica(s), pool ${summary.pool_max} each; mix ${Object.entries(mix).map(([k, v]) => `${v}% ${k}`).join(', ')}; ${durationMillis / 1000} s per side and level in ${rounds} rounds; ` +
+      'CPU in % of one core (PostgreSQL: every postgres process on the machine)',
     '',
     line(header),
     ...rows.map(line),
