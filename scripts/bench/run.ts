@@ -26,7 +26,7 @@ Measures the webhook service against a thin-ingest reference on this machine, in
      load; ratio = service events/s ÷ reference events/s;
   3. runs the service at the top level on a copy of a preloaded database (1 M events, 1 M ledger rows,
      100 k users; the template is built once per schema and kept between runs), in turn with the service
-     on the empty database;
+     on a fresh empty database (new replicas for both, warmed up alike);
   4. measures latency at half the peak rate with a fixed arrival rate (open loop);
   5. checks that every acknowledged event was applied once and the books balance.
 Prints a table, and as its last line one JSON object (events_per_s, reference_events_per_s, ratio, p99_ms,
@@ -375,36 +375,39 @@ async function main(): Promise<void> {
     const halfLatencies = all(half.result.latenciesMillis);
     const halfFailures = half.result.sent - half.result.acknowledged.length;
 
-    // The same service at the top level on the preloaded database (its own replicas, warmed up first).
+    // The service at the top level on the preloaded database against the same on a fresh empty one: new replicas
+    // for both, warmed up alike, their slices taking turns.
     let preloaded: { eventsPerSecond: number; emptyEventsPerSecond: number; failures: number; p99Millis: number } | undefined;
+    let freshDb: TestDatabase | undefined;
     if (preloadedDb) {
-      const { services: preloadedServices } = await startReplicas(preloadedDb.url, 'preloaded');
-      const targets = preloadedServices.map((s) => s.webhookUrl);
-      const pids = preloadedServices.map((s) => s.pid);
-      progress(`preloaded database: warming up, then concurrency ${top.concurrency} in turn with the empty one, ${rounds} rounds`);
-      await runLoad(targets, pids, { concurrency: 8, durationMillis: warmupMillis }, 8_000, preloadedDb, preloadedServices);
-      const preloadedSlices: Timed[] = [];
-      const emptySlices: Timed[] = [];
-      for (let round = 0; round < rounds; round++) {
-        preloadedSlices.push(await runLoad(targets, pids, { concurrency: top.concurrency, durationMillis: sliceMillis }, countFor(sliceMillis), preloadedDb, preloadedServices));
-        emptySlices.push(await runService({ concurrency: top.concurrency, durationMillis: sliceMillis }, countFor(sliceMillis)));
+      freshDb = await createTestDatabase({ poolMax: 4 });
+      databases.push(freshDb);
+      const sides = [];
+      for (const [database, label] of [[preloadedDb, 'preloaded'], [freshDb, 'empty']] as const) {
+        const { services: replicasOfSide } = await startReplicas(database.url, label);
+        sides.push({ database, replicas: replicasOfSide, targets: replicasOfSide.map((s) => s.webhookUrl), pids: replicasOfSide.map((s) => s.pid), slices: [] as Timed[] });
       }
-      const run = merged(preloadedSlices);
-      const beside = merged(emptySlices);
+      progress(`preloaded and empty database: warming up, then concurrency ${top.concurrency} in turn, ${rounds} rounds`);
+      for (const side of sides) await runLoad(side.targets, side.pids, { concurrency: 8, durationMillis: warmupMillis }, 8_000, side.database, side.replicas);
+      for (let round = 0; round < rounds; round++) {
+        for (const side of sides) side.slices.push(await runLoad(side.targets, side.pids, { concurrency: top.concurrency, durationMillis: sliceMillis }, countFor(sliceMillis), side.database, side.replicas));
+      }
+      const [run, beside] = sides.map((side) => merged(side.slices)) as [Timed, Timed];
       preloaded = {
         eventsPerSecond: run.result.sent / (run.result.elapsedMillis / 1000),
         emptyEventsPerSecond: beside.result.sent / (beside.result.elapsedMillis / 1000),
         failures: run.result.sent - run.result.acknowledged.length + (beside.result.sent - beside.result.acknowledged.length),
         p99Millis: percentile(all(run.result.latenciesMillis), 0.99),
       };
-      progress(`preloaded database: ${round(preloaded.eventsPerSecond, 0)} ev/s, the empty one in the same rounds ${round(preloaded.emptyEventsPerSecond, 0)}`);
-      await Promise.all(preloadedServices.map((s) => s.stop()));
+      progress(`preloaded database: ${round(preloaded.eventsPerSecond, 0)} ev/s, an empty one in the same rounds ${round(preloaded.emptyEventsPerSecond, 0)}`);
+      await Promise.all(sides.flatMap((side) => side.replicas.map((s) => s.stop())));
     }
 
     // Correctness over everything the services acknowledged.
     progress('checking correctness');
     const correctness = await checkCorrectness(serviceDb, sentRuns);
     const preloadedCorrectness = preloadedDb ? await checkCorrectness(preloadedDb, sentRuns) : undefined;
+    const freshCorrectness = freshDb ? await checkCorrectness(freshDb, sentRuns) : undefined;
     const totalFailures = results.reduce((sum, r) => sum + r.failures, 0) + halfFailures + (preloaded?.failures ?? 0);
 
     const first = results[0]!;
@@ -437,7 +440,7 @@ async function main(): Promise<void> {
       pool_max: poolMax,
       cores: os.cpus().length,
       failures: totalFailures,
-      correct: correctness.ok && (preloadedCorrectness?.ok ?? true) && totalFailures === 0,
+      correct: correctness.ok && (preloadedCorrectness?.ok ?? true) && (freshCorrectness?.ok ?? true) && totalFailures === 0,
       levels: results.map((r) => ({
         concurrency: r.concurrency,
         events_per_s: round(r.serviceEventsPerSecond, 0),
@@ -447,7 +450,7 @@ async function main(): Promise<void> {
         p99_ms: round(r.p99Millis, 2),
       })),
     };
-    printTable(results, summary, [correctness, ...(preloadedCorrectness ? [preloadedCorrectness] : [])], half, halfRate);
+    printTable(results, summary, [correctness, ...(preloadedCorrectness ? [preloadedCorrectness] : []), ...(freshCorrectness ? [freshCorrectness] : [])], half, halfRate);
     progress(`done in ${round((performance.now() - started) / 1000, 0)} s`);
     process.stdout.write(`${JSON.stringify(summary)}\n`);
     if (!summary.correct) process.exitCode = 1;
@@ -549,10 +552,10 @@ function printTable(results: LevelResult[], summary: Record<string, unknown>, co
     summary.preloaded_events_per_s === null
       ? 'Preloaded database: skipped (--no-preload)'
       : `Preloaded database (1 M events, 1 M ledger rows, 100 k users): ${summary.preloaded_events_per_s} ev/s at concurrency ${summary.concurrency}, ` +
-        `${summary.preloaded_vs_empty} × the empty database's in the same rounds (${summary.empty_events_per_s_beside_preloaded} ev/s)`,
+        `${summary.preloaded_vs_empty} × an empty database's in the same rounds (${summary.empty_events_per_s_beside_preloaded} ev/s)`,
     ...correctness.map(
       (c, i) =>
-        `Correctness (${i === 0 ? 'empty' : 'preloaded'} database): ${c.acknowledgedEvents} events acknowledged, ${c.recordedEvents} recorded; ${c.usersChecked} users' balances checked, ` +
+        `Correctness (${['main', 'preloaded', 'second empty'][i]} database): ${c.acknowledgedEvents} events acknowledged, ${c.recordedEvents} recorded; ${c.usersChecked} users' balances checked, ` +
         `${c.balanceMismatches} mismatches; invariants ${c.invariantProblems.length === 0 ? 'hold' : c.invariantProblems.join(', ')}`,
     ),
     `Failed deliveries ${summary.failures}${results.some((r) => r.exhausted) ? ' (some run used up its prepared deliveries early: its rate covers a shorter time)' : ''}`,
