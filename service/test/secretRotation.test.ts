@@ -171,6 +171,20 @@ describe('rotation while deliveries flow', () => {
       expect(metrics).toContain(`fingerprint="${fingerprintSecret(oldSecret)}"`);
       expect(metrics).toContain(`fingerprint="${fingerprintSecret(newSecret)}"`);
       expect(metrics).not.toContain(oldSecret);
+
+      // /webhook-secrets: what this process has loaded and verified, by fingerprint only.
+      const usageText = await (await fetch(`${app.url}/webhook-secrets`)).text();
+      expect(usageText).not.toContain(oldSecret);
+      expect(usageText).not.toContain(newSecret);
+      const usage = JSON.parse(usageText) as { fingerprints: { fingerprint: string; loaded: boolean; verified_deliveries: number; last_verified_at: string | null }[] };
+      expect(usage.fingerprints.map(({ fingerprint, loaded }) => ({ fingerprint, loaded }))).toEqual([
+        { fingerprint: fingerprintSecret(newSecret), loaded: true },
+        { fingerprint: fingerprintSecret(oldSecret), loaded: false },
+      ]);
+      const verified = usage.fingerprints.reduce((total, entry) => total + entry.verified_deliveries, 0);
+      expect(verified).toBe(statuses.length);
+      expect(usage.fingerprints[0]!.verified_deliveries).toBeGreaterThanOrEqual(20);
+      expect(Date.parse(usage.fingerprints[0]!.last_verified_at!)).toBeGreaterThan(Date.now() - 60_000);
     } finally {
       await app.close();
       store.close();
