@@ -100,9 +100,10 @@ export function createApp(deps: AppDeps): App {
     ctx.body = { status: problems.length === 0 ? 'ready' : 'not_ready', problems };
   });
   // Fingerprints only, never secrets; like /metrics, on the service's port only (the edge does not route it).
-  const secretUsage = new SecretUsage(deps.secrets);
+  const secretUsage = new SecretUsage(deps.secrets, (deps.nowMillis ?? Date.now)());
   router.get('/webhook-secrets', (ctx) => {
     ctx.body = {
+      counting_since: secretUsage.countingSince,
       fingerprints: secretUsage.snapshot().map((entry) => ({
         fingerprint: entry.fingerprint,
         loaded: entry.loaded,

@@ -53,7 +53,7 @@ async function tablesIn(db: Database): Promise<string[]> {
 }
 
 test('the scripts checked here are the ones package.json runs', async () => {
-  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'recover-events', 'send-test-event']);
+  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'recover-events', 'rotate-database-password', 'rotate-webhook-secret', 'send-test-event']);
 });
 
 test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --help leaves an empty database empty)', async () => {

@@ -16,8 +16,15 @@ export interface SecretUsageEntry {
  */
 export class SecretUsage {
   private readonly byFingerprint = new Map<string, { count: number; lastMillis: number }>();
+  /** Counting starts with the process: a quiet period is only known since then. */
+  readonly countingSince: string;
 
-  constructor(private readonly secrets: SecretStore) {}
+  constructor(
+    private readonly secrets: SecretStore,
+    nowMillis: number = Date.now(),
+  ) {
+    this.countingSince = new Date(nowMillis).toISOString();
+  }
 
   recordVerified(fingerprint: string, atMillis: number): void {
     const entry = this.byFingerprint.get(fingerprint);
