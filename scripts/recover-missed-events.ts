@@ -6,6 +6,7 @@ import { connectDatabase, describeError } from '../service/db';
 import { createLogger } from '../service/logger';
 import { recoverMissedEvents } from '../service/recovery';
 import { createStripeClient, stripeReaders } from '../service/stripeApi';
+import { BalanceChanges } from '../service/users/balanceChanges';
 import { parseCommandLine, parseDurationSeconds } from './lib/cli';
 
 const usage = `
@@ -49,6 +50,8 @@ async function main(): Promise<number> {
   const logger = createLogger('warn');
   const db = connectDatabase({ connectionString: config.databaseUrl, passwordFile: config.databasePasswordFile, poolMax: 2, logger });
   const stripe = createStripeClient(config.stripeApiKey, config.stripeApiBase);
+  // The replicas' open balance streams hear of what this run credits, as they would from the webhook.
+  const balanceChanges = new BalanceChanges(db, logger);
   const failures: string[] = [];
   const progress = new SingleBar({ format: 'recovering {bar} {value}/{total} events | {outcome}', stream: process.stderr }, Presets.shades_classic);
   try {
@@ -67,6 +70,7 @@ async function main(): Promise<number> {
         if (outcome === 'failed') failures.push(`${event.id} (${event.type}): ${reason}`);
         progress.increment({ outcome: `${event.id} ${outcome}` });
       },
+      onBalanceChanged: (userId) => balanceChanges.changed(userId),
     });
     progress.stop();
     console.table(summary);
@@ -75,6 +79,7 @@ async function main(): Promise<number> {
     return summary.failed > 0 ? 1 : 0;
   } finally {
     progress.stop();
+    await balanceChanges.flush();
     await db.close();
   }
 }

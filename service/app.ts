@@ -8,6 +8,7 @@ import { cors } from './http/cors';
 import type { Logger } from './logger';
 import { createMetrics, type Metrics } from './metrics';
 import { createRouter } from './router';
+import { BalanceChanges } from './users/balanceChanges';
 import { BalanceNotifier } from './users/balanceNotifier';
 import { userRoutes } from './users/routes';
 import { sessionVerifier, type SessionTokenOptions } from './users/sessionTokens';
@@ -37,6 +38,8 @@ export interface AppDeps {
   syncIntervalSeconds?: number;
   metrics?: Metrics;
   notifier?: BalanceNotifier;
+  /** Where writers report committed balance changes; made here (on `db`, around `notifier`) when absent. */
+  balanceChanges?: BalanceChanges;
   nowMillis?: () => number;
   heartbeatMillis?: number;
   shutdownSignal?: AbortSignal;
@@ -46,18 +49,21 @@ export interface App {
   koa: Koa;
   metrics: Metrics;
   notifier: BalanceNotifier;
+  /** Give it the channel's notifications (listenForBalanceChanges) and flush it before closing the database. */
+  balanceChanges: BalanceChanges;
   callback: ReturnType<Koa['callback']>;
 }
 
 /** Builds the HTTP application; never listens (see main.ts). */
 export function createApp(deps: AppDeps): App {
   const metrics = deps.metrics ?? createMetrics();
-  const notifier = deps.notifier ?? new BalanceNotifier();
   const { logger } = deps;
+  const balanceChanges = deps.balanceChanges ?? new BalanceChanges(deps.db, logger, deps.notifier ?? new BalanceNotifier());
+  const notifier = balanceChanges.notifier;
   const koa = new Koa({ proxy: true });
-  // Every writer of credits (webhook, sync, spending) reports here after its commit: the one place that
-  // tells this process's open streams (other replicas hear it through PostgreSQL NOTIFY).
-  const balanceChanged = (userId: string) => notifier.notify(userId);
+  // Every writer of credits (webhook, sync, spending) reports here after its commit: this process's open
+  // streams hear it at once, the other replicas within a batch (balanceChanges.ts).
+  const balanceChanged = (userId: string) => balanceChanges.changed(userId);
 
   koa.use(async (ctx, next) => {
     try {
@@ -160,7 +166,7 @@ export function createApp(deps: AppDeps): App {
   koa.use(billing.allowedMethods());
   koa.use(creditsPageRoutes().routes());
 
-  return { koa, metrics, notifier, callback: koa.callback() };
+  return { koa, metrics, notifier, balanceChanges, callback: koa.callback() };
 }
 
 function httpStatusOf(error: unknown): number {

@@ -26,6 +26,8 @@ export interface DatabaseOptions {
    * URL): the password can be rotated while the service runs, ALTER ROLE first, then the file.
    */
   passwordFile?: string;
+  /** Receives the server's notices (RAISE NOTICE; auto_explain's plans at auto_explain.log_level = notice). */
+  onNotice?: (message: string) => void;
 }
 
 const connectionTimeoutMillis = 5_000;
@@ -58,7 +60,7 @@ async function readPasswordFile(passwordFile: string): Promise<string> {
   return password;
 }
 
-export function connectDatabase({ connectionString, poolMax, logger, passwordFile }: DatabaseOptions): Database {
+export function connectDatabase({ connectionString, poolMax, logger, passwordFile, onNotice }: DatabaseOptions): Database {
   const connection = connectionConfig(connectionString, passwordFile);
   const pool = new pg.Pool({
     ...connection,
@@ -68,6 +70,7 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
     statement_timeout: statementTimeoutMillis,
     application_name: 'stripe-credits-webhook',
   });
+  if (onNotice) pool.on('connect', (client) => client.on('notice', (notice) => onNotice(notice.message ?? '')));
   let closing = false;
   // Without this listener an idle client's dropped connection (database restart) kills the process. Once
   // close() is called, a connection the server drops before the pool finished ending it is expected.
@@ -227,7 +230,8 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   );
 }
 
-function isRetryableConflict(error: unknown): boolean {
+/** A serialization failure or deadlock: the transaction can simply run again. */
+export function isRetryableConflict(error: unknown): boolean {
   const code = (error as { code?: unknown } | undefined)?.code;
   return code === '40001' || code === '40P01';
 }

@@ -12,6 +12,7 @@ import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
 import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
 import { createStripeClient, stripeReaders, watchStripeApiKeyFile } from './stripeApi';
+import { listenForBalanceChanges } from './users/balanceChanges';
 import type { SessionTokenOptions } from './users/sessionTokens';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
@@ -100,12 +101,9 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     corsAllowedOrigins: config.corsAllowedOrigins,
     shutdownSignal: shutdown.signal,
   });
-  const stopListening = await db.listen(
-    'credit_balance_changed',
-    (userId) => app.notifier.notify(userId),
-    () => app.notifier.notifyAll(),
-  );
-  undo.push(stopListening);
+  // Runs before the database closes: the last batch of changes reaches the other replicas.
+  undo.push(() => app.balanceChanges.flush());
+  undo.push(await listenForBalanceChanges(db, app.balanceChanges));
 
   const server = createServer(app.callback);
   server.keepAliveTimeout = keepAliveTimeoutMillis;

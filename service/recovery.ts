@@ -18,6 +18,8 @@ export interface RecoveryOptions {
   onListed?: (count: number) => void;
   /** `reason` says why an event failed (also kept in stripe_events.error) or was not applied. */
   onApplied?: (event: StripeEvent, outcome: RecoveryOutcome, reason?: string) => void;
+  /** After a commit that changed a user's credits (BalanceChanges.changed): open streams on every replica re-read. */
+  onBalanceChanged?: (userId: string) => void;
 }
 
 export type RecoverySummary = Record<RecoveryOutcome | 'listed', number>;
@@ -51,6 +53,7 @@ export async function recoverMissedEvents(options: RecoveryOptions): Promise<Rec
       try {
         const result = await processEvent(options.db, event, options.eventContext);
         outcome = result.status;
+        if ((result.status === 'processed' || result.status === 'unmatched') && result.userId) options.onBalanceChanged?.(result.userId);
         if (result.status === 'unmatched' || result.status === 'ignored') reason = result.reason;
       } catch (error) {
         // As the webhook route does: the reason stays where operators look for it.

@@ -1,5 +1,5 @@
 /**
- * The ceiling, run as its own process (forked by run.ts): exactly the SQL work the service does per
+ * The database-only figure (information, not the yardstick), run as its own process (forked by run.ts): the SQL work the service does per
  * event (`processEvent`, one transaction), on the same events, at the same concurrency, through a pool
  * of the same size, with no HTTP, no signature check, no JSON parsing and no logging.
  */
@@ -70,7 +70,7 @@ async function ceiling(message: CeilingMessage): Promise<CeilingResult> {
   await Promise.all(Array.from({ length: message.concurrency }, worker));
   const elapsedMillis = performance.now() - startedAt;
   const cpu = process.cpuUsage(cpuBefore);
-  const postgresTicks = postgresCpuTicks() - postgresBefore;
+  const postgresTicks = Math.max(0, postgresCpuTicks() - postgresBefore);
   await db.close();
   return {
     type: 'ceiling-result',

@@ -1,9 +1,8 @@
 import type { Queryable } from '../db';
 import { readMetadata, readStripeId, readText, readWholeNumber } from '../stripe/fields';
 import { parseCreditsText, type CreditCatalog } from './catalog';
-import { adjustCredits } from './ledger';
-import { readUserId, unmatched, type HandlerOutcome } from './outcome';
-import { paymentLockKey, settlePurchaseTakeBack } from './purchaseTakeBack';
+import { fromSqlOutcome, readUserId, unmatched, type HandlerOutcome, type SqlOutcome } from './outcome';
+import { paymentLockKey } from './purchaseTakeBack';
 import type { ObjectSource } from './source';
 import { linkSubscriptionToUser, subscriptionLockKey } from './subscriptions';
 
@@ -70,10 +69,35 @@ export interface CheckoutFulfilment {
 }
 
 /**
+ * The purchase a one-off session records (credit_record_purchase's arguments before the event id: user,
+ * session, payment intent, credits, amount, currency, livemode, status), or the outcome when it records none.
+ */
+export function purchaseArguments(session: Record<string, unknown>, fulfilment: CheckoutFulfilment): unknown[] | HandlerOutcome {
+  if (session.mode !== 'payment') return { status: 'ignored', reason: `checkout mode "${String(session.mode)}" sells no credits` };
+  const userId = readUserId(session.client_reference_id, readMetadata(session).user_id);
+  if (!userId) return unmatched('session has no client_reference_id or metadata.user_id');
+  const { credits } = fulfilment;
+  if (!credits || 'problem' in credits) return unmatched(credits?.problem ?? 'session sells no credits', userId);
+  const sessionId = readStripeId(session.id);
+  if (!sessionId) return unmatched('session has no id', userId);
+  const status: PurchaseStatus = fulfilment.paymentFailed ? 'failed' : session.payment_status === 'unpaid' ? 'pending' : 'paid';
+  return [
+    userId,
+    sessionId,
+    readStripeId(session.payment_intent) ?? null,
+    credits.credits,
+    readWholeNumber(session.amount_total) ?? null,
+    readText(session.currency) ?? null,
+    session.livemode === true,
+    status,
+  ];
+}
+
+/**
  * A completed Checkout session (from checkout.session.* events, or read from the Stripe API). Mode `payment`:
  * `paid` (or `no_payment_required`) grants the session's credits to its user once, `unpaid` (delayed payment
- * methods) records a pending purchase that a later paid state grants or a failure closes. Mode
- * `subscription`: links the subscription and customer to the user.
+ * methods) records a pending purchase that a later paid state grants or a failure closes (the rule is
+ * credit_record_purchase, migration 004). Mode `subscription`: links the subscription and customer to the user.
  */
 export async function fulfilCheckoutSession(
   tx: Queryable,
@@ -81,62 +105,15 @@ export async function fulfilCheckoutSession(
   source: ObjectSource,
   fulfilment: CheckoutFulfilment,
 ): Promise<HandlerOutcome> {
-  const userId = readUserId(session.client_reference_id, readMetadata(session).user_id);
   if (session.mode === 'subscription') {
+    const userId = readUserId(session.client_reference_id, readMetadata(session).user_id);
     const subscriptionId = readStripeId(session.subscription);
     if (!userId) return unmatched('subscription session has no client_reference_id or metadata.user_id');
     if (!subscriptionId) return unmatched('subscription session has no subscription id');
     return linkSubscriptionToUser(tx, { userId, subscriptionId, customerId: readStripeId(session.customer) }, source, fulfilment.catalog);
   }
-  if (session.mode !== 'payment') return { status: 'ignored', reason: `checkout mode "${String(session.mode)}" sells no credits` };
-  if (!userId) return unmatched('session has no client_reference_id or metadata.user_id');
-  const { credits } = fulfilment;
-  if (!credits || 'problem' in credits) return unmatched(credits?.problem ?? 'session sells no credits', userId);
-  const status: PurchaseStatus = fulfilment.paymentFailed ? 'failed' : session.payment_status === 'unpaid' ? 'pending' : 'paid';
-  return recordPurchase(tx, session, source, userId, credits.credits, status);
-}
-
-// Inserts the purchase, or moves a pending one on; returns a row only when this call made the change, so
-// credits are granted exactly once per session whichever of its events (or reads) arrives first or twice.
-// `reversed`: refunds or disputes of its payment arrived first (committed before this transaction took the
-// payment's lock), so they apply now; a plain purchase costs no further statement.
-const recordPurchaseSql = `
-  INSERT INTO credit_purchases (user_id, stripe_checkout_session_id, payment_intent, credits, amount_total, currency, livemode, status, paid_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8 = 'paid' THEN now() END)
-  ON CONFLICT (stripe_checkout_session_id) DO UPDATE
-    SET status = EXCLUDED.status, paid_at = EXCLUDED.paid_at,
-        payment_intent = COALESCE(credit_purchases.payment_intent, EXCLUDED.payment_intent)
-    WHERE credit_purchases.status = 'pending' AND EXCLUDED.status <> 'pending'
-  RETURNING user_id AS "userId", status, credits, payment_intent AS "paymentIntent",
-    EXISTS (SELECT 1 FROM charge_refunds c WHERE c.payment_intent = credit_purchases.payment_intent)
-      OR EXISTS (SELECT 1 FROM payment_refunds r WHERE r.payment_intent = credit_purchases.payment_intent)
-      OR EXISTS (SELECT 1 FROM payment_disputes d WHERE d.payment_intent = credit_purchases.payment_intent) AS reversed`;
-
-async function recordPurchase(
-  tx: Queryable,
-  session: Record<string, unknown>,
-  source: ObjectSource,
-  userId: string,
-  credits: number,
-  status: PurchaseStatus,
-): Promise<HandlerOutcome> {
-  const sessionId = readStripeId(session.id);
-  if (!sessionId) return unmatched('session has no id', userId);
-  const { rows } = await tx.query<{ userId: string; status: PurchaseStatus; credits: number; paymentIntent: string | null; reversed: boolean }>(recordPurchaseSql, [
-    userId,
-    sessionId,
-    readStripeId(session.payment_intent) ?? null,
-    credits,
-    readWholeNumber(session.amount_total) ?? null,
-    readText(session.currency) ?? null,
-    session.livemode === true,
-    status,
-  ]);
-  const purchase = rows[0];
-  if (!purchase) return { status: 'processed', userId, note: 'purchase already settled by an earlier event' };
-  if (purchase.status !== 'paid') return { status: 'processed', userId: purchase.userId, note: `purchase ${purchase.status}` };
-
-  await adjustCredits(tx, { userId: purchase.userId, bucket: 'purchased', delta: purchase.credits, reason: 'credit_purchase', stripeEventId: source.eventId, sourceId: sessionId });
-  if (purchase.paymentIntent && purchase.reversed) await settlePurchaseTakeBack(tx, purchase.paymentIntent, source);
-  return { status: 'processed', userId: purchase.userId };
+  const args = purchaseArguments(session, fulfilment);
+  if (!Array.isArray(args)) return args;
+  const { rows } = await tx.query<SqlOutcome>('SELECT * FROM credit_record_purchase($1, $2, $3, $4, $5, $6, $7, $8, $9)', [...args, source.eventId ?? null]);
+  return fromSqlOutcome(rows[0]!);
 }

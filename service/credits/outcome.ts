@@ -17,3 +17,17 @@ export function readUserId(...candidates: unknown[]): string | undefined {
   }
   return undefined;
 }
+
+/** What the crediting functions of migration 004 return. */
+export interface SqlOutcome {
+  result_status: 'processed' | 'unmatched' | 'duplicate';
+  result_user_id: string | null;
+  result_note: string | null;
+}
+
+export function fromSqlOutcome(row: SqlOutcome): HandlerOutcome {
+  const userId = row.result_user_id ?? undefined;
+  if (row.result_status === 'unmatched') return unmatched(row.result_note ?? 'unmatched', userId);
+  if (row.result_status === 'duplicate') throw new Error('a rule cannot answer "duplicate": only the claim of an event can');
+  return { status: 'processed', ...(userId ? { userId } : {}), ...(row.result_note ? { note: row.result_note } : {}) };
+}

@@ -1,21 +1,19 @@
 import type { Queryable } from '../db';
 import { unsuccessfulRefundStatuses, type Charge, type Refund } from '../stripe/payments';
-import { unmatched, type HandlerOutcome } from './outcome';
-import { settlePurchaseTakeBack } from './purchaseTakeBack';
+import { fromSqlOutcome, unmatched, type HandlerOutcome, type SqlOutcome } from './outcome';
 import type { ObjectSource } from './source';
 
-// One row per refund. A failed or canceled refund never succeeds again, so `counted` only ever turns false,
-// whatever order its events (refund.created/updated/failed, charge.refund.updated) arrive in.
-const storeRefundSql = `
-  INSERT INTO payment_refunds AS r (id, payment_intent, charge_id, amount, status, counted) VALUES ($1, $2, $3, $4, $5, $6)
-  ON CONFLICT (id) DO UPDATE SET
-    status = CASE WHEN r.counted THEN EXCLUDED.status ELSE r.status END,
-    counted = r.counted AND EXCLUDED.counted,
-    charge_id = COALESCE(r.charge_id, EXCLUDED.charge_id),
-    updated_at = now()`;
+// The rules are SQL functions (migration 004): credit_record_refund, credit_record_charge_refunded. Here their
+// arguments are read from Stripe's objects; a webhook event passes the same ones to credit_event_refund or
+// credit_event_charge_refunded, which claim the event and apply the rule in one call.
 
-async function storeRefund(tx: Queryable, refund: Refund, paymentIntentId: string): Promise<void> {
-  await tx.query(storeRefundSql, [refund.id, paymentIntentId, refund.chargeId ?? null, refund.amount, refund.status, !unsuccessfulRefundStatuses.has(refund.status)]);
+const storedRefund = (refund: Refund) => ({ id: refund.id, amount: refund.amount, status: refund.status, counted: !unsuccessfulRefundStatuses.has(refund.status) });
+
+/** credit_record_refund's arguments before the event id; undefined when the refund names no payment (unmatched). */
+export function refundArguments(refund: Refund): unknown[] | undefined {
+  if (!refund.paymentIntentId) return undefined;
+  const stored = storedRefund(refund);
+  return [stored.id, refund.paymentIntentId, refund.chargeId ?? null, stored.amount, stored.status, stored.counted];
 }
 
 /**
@@ -24,29 +22,36 @@ async function storeRefund(tx: Queryable, refund: Refund, paymentIntentId: strin
  * canceled (a failed refund gives its credits back).
  */
 export async function recordRefund(tx: Queryable, refund: Refund, source: ObjectSource): Promise<HandlerOutcome> {
-  if (!refund.paymentIntentId) return unmatched('refund has no payment_intent: it cannot be matched to a purchase');
-  await storeRefund(tx, refund, refund.paymentIntentId);
-  return settlePurchaseTakeBack(tx, refund.paymentIntentId, source);
+  const args = refundArguments(refund);
+  if (!args) return unmatched('refund has no payment_intent: it cannot be matched to a purchase');
+  const { rows } = await tx.query<SqlOutcome>('SELECT * FROM credit_record_refund($1, $2, $3, $4, $5, $6, $7)', [...args, source.eventId ?? null]);
+  return fromSqlOutcome(rows[0]!);
 }
 
-// The newest report of the cumulative amount counts: it goes down when a refund fails.
-const storeChargeSql = `
-  INSERT INTO charge_refunds AS c (payment_intent, charge_id, amount, amount_refunded, reported_at) VALUES ($1, $2, $3, $4, to_timestamp($5))
-  ON CONFLICT (payment_intent) DO UPDATE SET
-    amount = EXCLUDED.amount,
-    amount_refunded = CASE WHEN EXCLUDED.reported_at >= c.reported_at THEN EXCLUDED.amount_refunded ELSE c.amount_refunded END,
-    reported_at = GREATEST(c.reported_at, EXCLUDED.reported_at),
-    updated_at = now()`;
+/** Why charge.refunded applies nothing, if it does not. */
+export function chargeRefundedProblem(charge: Charge): string | undefined {
+  if (!charge.paymentIntentId) return 'charge has no payment_intent: it cannot be matched to a purchase';
+  if (charge.amount === 0) return 'charge amount is 0: nothing was paid';
+  return undefined;
+}
+
+/** credit_record_charge_refunded's payment, charge, amount and amount_refunded (the refunds list follows the report time). */
+export const chargeArguments = (charge: Charge): unknown[] => [charge.paymentIntentId, charge.id, charge.amount, charge.amountRefunded];
+export const embeddedRefunds = (charge: Charge): string => JSON.stringify(charge.refunds.map(storedRefund));
 
 /**
  * charge.refunded: the charge's amount and cumulative `amount_refunded` (current API versions carry no list
- * of refunds; older ones do, and each is kept as a refund). The cumulative amount decides only until refund
- * objects of the payment are known.
+ * of refunds; older ones do, and each is kept as a refund). The newest report of the cumulative amount counts,
+ * and decides only until refund objects of the payment are known.
  */
 export async function recordChargeRefunded(tx: Queryable, charge: Charge, source: ObjectSource): Promise<HandlerOutcome> {
-  if (!charge.paymentIntentId) return unmatched('charge has no payment_intent: it cannot be matched to a purchase');
-  if (charge.amount === 0) return unmatched('charge amount is 0: nothing was paid');
-  await tx.query(storeChargeSql, [charge.paymentIntentId, charge.id, charge.amount, charge.amountRefunded, source.asOfSeconds]);
-  for (const refund of charge.refunds) await storeRefund(tx, refund, charge.paymentIntentId);
-  return settlePurchaseTakeBack(tx, charge.paymentIntentId, source);
+  const problem = chargeRefundedProblem(charge);
+  if (problem) return unmatched(problem);
+  const { rows } = await tx.query<SqlOutcome>('SELECT * FROM credit_record_charge_refunded($1, $2, $3, $4, $5, $6, $7)', [
+    ...chargeArguments(charge),
+    source.asOfSeconds,
+    embeddedRefunds(charge),
+    source.eventId ?? null,
+  ]);
+  return fromSqlOutcome(rows[0]!);
 }

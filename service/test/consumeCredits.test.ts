@@ -3,6 +3,7 @@
  * token, subscription credits first, in one transaction, once per idempotency key (the first answer is
  * returned again), never below zero; open streams see the change.
  */
+import { listenForBalanceChanges } from '../users/balanceChanges';
 import { checkInvariants, invariantsHold, balanceOf } from './support/invariants';
 import { bucketLedger } from './support/records';
 import { callApi, newUser, serviceApiToken, sessionToken, startBillingHarness, type BillingHarness } from './support/billingHarness';
@@ -173,7 +174,7 @@ test('an open stream of the user, on another replica, sees the spend', async () 
   const user = newUser();
   await grant(user, 20);
   const replica = await harness.startReplica();
-  const stopListening = await database.db.listen('credit_balance_changed', (userId) => replica.app.notifier.notify(userId));
+  const stopListening = await listenForBalanceChanges(database.db, replica.app.balanceChanges);
   const stream = await StreamClient.open(`${replica.url}/api/v1/billing/credits/stream`, { authorization: `Bearer ${await sessionToken(user)}` });
   try {
     expect(await stream.nextBalance()).toMatchObject({ total_credits: 20 });

@@ -8,6 +8,7 @@ import { SignJWT } from 'jose';
 import { connectDatabase, type Database } from '../db';
 import { createLogger } from '../logger';
 import { atTime, maxTimerDelayMillis } from '../users/balanceStream';
+import { listenForBalanceChanges } from '../users/balanceChanges';
 import { checkInvariants, invariantsHold } from './support/invariants';
 import { waitUntil } from './support/serviceProcess';
 import { StreamClient } from './support/streamClient';
@@ -27,7 +28,7 @@ const acrossReplicasMillis = 1_000;
 let database: TestDatabase;
 /** The instance users talk to; its notifier hears only its own webhook deliveries. */
 let app: TestApp;
-/** A second instance on its own pool, wired to PostgreSQL NOTIFY like service/main.ts wires every replica. */
+/** A second instance on its own pool, listening for other replicas' changes like service/main.ts wires every replica. */
 let replica: TestApp;
 let replicaDb: Database;
 let stopReplicaListening: () => Promise<void>;
@@ -38,7 +39,7 @@ beforeAll(async () => {
   app = await startTestApp(database.db, { sessionTokens });
   replicaDb = connectDatabase({ connectionString: database.url, poolMax: 5, logger: createLogger('silent') });
   replica = await startTestApp(replicaDb, { sessionTokens });
-  stopReplicaListening = await replicaDb.listen('credit_balance_changed', (userId) => replica.app.notifier.notify(userId));
+  stopReplicaListening = await listenForBalanceChanges(replicaDb, replica.app.balanceChanges);
   withoutSessions = await startTestApp(database.db);
 });
 afterAll(async () => {

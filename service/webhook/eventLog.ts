@@ -3,24 +3,24 @@ import type { StripeEvent } from './stripeEvent';
 
 export type RecordedStatus = 'processed' | 'ignored' | 'unmatched' | 'failed';
 
-// Inserting the event row is the idempotency check: a concurrent copy of the same event waits on the
-// primary key until the first commits, then finds it. A 'failed' row does not count as seen, and neither does
-// an 'unmatched' one: what could not be applied (no user yet, a price missing from the catalog) is applied
-// when the event comes again, after the cause is fixed; the rules' own keys still make every grant happen once.
-// `$6` optionally serialises transactions about the same Stripe object (see the handlers) before anything
-// is read, so each one sees what the other committed.
-const claimSql = `
-  WITH serialize AS (SELECT pg_advisory_xact_lock(hashtext($6::text)) WHERE $6::text IS NOT NULL)
-  INSERT INTO stripe_events (id, type, livemode, created, status, processed_at)
-  SELECT $1, $2, $3, to_timestamp($4), $5, now() FROM (SELECT count(*) FROM serialize) AS locked
-  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, processed_at = now(), error = NULL
-    WHERE stripe_events.status IN ('failed', 'unmatched')
-  RETURNING id`;
+// Inserting the event row is the idempotency check (credit_claim_event, migration 004): a concurrent copy of
+// the same event waits on the primary key until the first commits, then finds it. A 'failed' row does not
+// count as seen, and neither does an 'unmatched' one: what could not be applied (no user yet, a price missing
+// from the catalog) is applied when the event comes again, after the cause is fixed; the rules' own keys still
+// make every grant happen once. The lock key optionally serialises transactions about the same Stripe object
+// (see the handlers) before anything is read, so each one sees what the other committed.
 
 /** Records the event as seen; false when it was already applied (a duplicate delivery). */
 export async function claimEvent(tx: Queryable, event: StripeEvent, status: 'processed' | 'ignored', lockKey?: string): Promise<boolean> {
-  const { rowCount } = await tx.query(claimSql, [event.id, event.type, event.livemode, event.created, status, lockKey ?? null]);
-  return rowCount === 1;
+  const { rows } = await tx.query<{ claimed: boolean }>('SELECT credit_claim_event($1, $2, $3, $4, $5, $6) AS claimed', [
+    event.id,
+    event.type,
+    event.livemode,
+    event.created,
+    status,
+    lockKey ?? null,
+  ]);
+  return rows[0]!.claimed;
 }
 
 /** Whether the event was applied (or deliberately not) already; a 'failed' or 'unmatched' one was not. */
@@ -29,8 +29,9 @@ export async function isEventRecorded(db: Queryable, eventId: string): Promise<b
   return rowCount > 0;
 }
 
+/** What applying the event came to, when it was not a plain success (a note, or another status). */
 export async function setEventOutcome(tx: Queryable, eventId: string, status: RecordedStatus, note: string | undefined): Promise<void> {
-  await tx.query('UPDATE stripe_events SET status = $2, error = $3 WHERE id = $1', [eventId, status, note ?? null]);
+  await tx.query('SELECT credit_set_event_outcome($1, $2, $3)', [eventId, status, note ?? null]);
 }
 
 /** After a rollback: leaves a trace for operators; Stripe's retry (or the recovery script) applies it later. */

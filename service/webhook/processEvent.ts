@@ -1,13 +1,13 @@
 import type { CreditCatalog } from '../credits/catalog';
-import { checkoutLockKey, fulfilCheckoutSession, needsLineItems, resolveCheckoutCredits, type CreditsResolution, type LineItemsFetcher } from '../credits/checkout';
+import { checkoutLockKey, fulfilCheckoutSession, needsLineItems, purchaseArguments, resolveCheckoutCredits, type CreditsResolution, type LineItemsFetcher } from '../credits/checkout';
 import { recordDispute } from '../credits/disputes';
 import { applyPaidInvoice, recordInvoicePayment } from '../credits/invoices';
-import { unmatched, type HandlerOutcome } from '../credits/outcome';
+import { fromSqlOutcome, unmatched, type HandlerOutcome, type SqlOutcome } from '../credits/outcome';
 import { paymentLockKey } from '../credits/purchaseTakeBack';
-import { recordChargeRefunded, recordRefund } from '../credits/refunds';
+import { chargeArguments, chargeRefundedProblem, embeddedRefunds, recordChargeRefunded, recordRefund, refundArguments } from '../credits/refunds';
 import { eventSource } from '../credits/source';
 import { recordSubscriptionState, subscriptionLockKey } from '../credits/subscriptions';
-import type { Database, Queryable } from '../db';
+import { isRetryableConflict, type Database, type Queryable } from '../db';
 import type { StripeEvent } from '../stripe/event';
 import { readStripeId } from '../stripe/fields';
 import { readInvoice, readInvoicePayment } from '../stripe/invoice';
@@ -43,10 +43,21 @@ interface Facts {
   currentSubscription: Subscription | null | undefined;
 }
 
+/**
+ * An event applied in one round trip: an event function of migration 004 that claims the event (with the
+ * handler's lock), applies the rule and records the outcome; `args` follow the event's own.
+ */
+interface OneCall {
+  eventFunction: 'credit_event_purchase' | 'credit_event_refund' | 'credit_event_charge_refunded';
+  args: unknown[];
+}
+
 interface EventHandler {
   /** Serialises transactions about the same Stripe object so none misses what another committed. */
   lockKey(object: Record<string, unknown>): string | undefined;
   apply(tx: Queryable, event: StripeEvent, facts: Facts, context: EventContext): Promise<HandlerOutcome>;
+  /** The hot paths: the whole event as one call, when the rule needs no read before deciding. */
+  oneCall?(event: StripeEvent, facts: Facts, context: EventContext): OneCall | undefined;
 }
 
 /** Thrown inside the transaction (rolling it back) when Stripe's current state of a subscription must be read first. */
@@ -65,14 +76,20 @@ const byId = (lockKey: (id: string) => string) => (object: Record<string, unknow
   return id ? lockKey(id) : undefined;
 };
 
+const checkoutFulfilment = (event: StripeEvent, facts: Facts, context: EventContext) => ({
+  credits: facts.credits,
+  paymentFailed: event.type === 'checkout.session.async_payment_failed',
+  catalog: context.catalog,
+});
+
 const checkout: EventHandler = {
   lockKey: checkoutLockKey,
-  apply: (tx, event, facts, context) =>
-    fulfilCheckoutSession(tx, event.data.object, eventSource(event), {
-      credits: facts.credits,
-      paymentFailed: event.type === 'checkout.session.async_payment_failed',
-      catalog: context.catalog,
-    }),
+  apply: (tx, event, facts, context) => fulfilCheckoutSession(tx, event.data.object, eventSource(event), checkoutFulfilment(event, facts, context)),
+  oneCall(event, facts, context) {
+    if (event.data.object.mode !== 'payment') return undefined;
+    const args = purchaseArguments(event.data.object, checkoutFulfilment(event, facts, context));
+    return Array.isArray(args) ? { eventFunction: 'credit_event_purchase', args } : undefined;
+  },
 };
 
 const subscriptionState: EventHandler = {
@@ -100,6 +117,11 @@ const refund: EventHandler = {
   apply: async (tx, event) => {
     const read = readRefund(event.data.object);
     return read ? recordRefund(tx, read, eventSource(event)) : unmatched('refund has no id or amount');
+  },
+  oneCall(event) {
+    const read = readRefund(event.data.object);
+    const args = read && refundArguments(read);
+    return args ? { eventFunction: 'credit_event_refund', args } : undefined;
   },
 };
 
@@ -141,6 +163,11 @@ const handlers: Record<HandledEventType, EventHandler> = {
       const read = readCharge(event.data.object);
       return read ? recordChargeRefunded(tx, read, eventSource(event)) : unmatched('charge has no id, amount or amount_refunded');
     },
+    oneCall(event) {
+      const read = readCharge(event.data.object);
+      if (!read || chargeRefundedProblem(read)) return undefined;
+      return { eventFunction: 'credit_event_charge_refunded', args: [...chargeArguments(read), embeddedRefunds(read)] };
+    },
   },
   'refund.created': refund,
   'refund.updated': refund,
@@ -174,6 +201,8 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
     credits: checkoutEvent ? await resolveCheckoutCredits(object, context.catalog, context.fetchLineItems) : undefined,
     currentSubscription: undefined,
   };
+  const call = handler.oneCall?.(event, facts, context);
+  if (call) return applyInOneCall(db, event, handler.lockKey(object), call);
   for (;;) {
     try {
       return await db.withTransaction(async (tx): Promise<EventResult> => {
@@ -189,6 +218,23 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
       const current = fetched === undefined ? null : readSubscription(fetched);
       if (current === undefined || (current && current.id !== error.subscriptionId)) throw new Error(`Stripe answered no subscription ${error.subscriptionId}`, { cause: error });
       facts.currentSubscription = current;
+    }
+  }
+}
+
+const maxOneCallAttempts = 3;
+
+/** The event, its rule and its outcome as one statement in autocommit (its own transaction); retried like a transaction. */
+async function applyInOneCall(db: Database, event: StripeEvent, lockKey: string | undefined, call: OneCall): Promise<EventResult> {
+  const params = [event.id, event.type, event.livemode, event.created, lockKey ?? null, ...call.args];
+  const sql = `SELECT * FROM ${call.eventFunction}(${params.map((_, i) => `$${i + 1}`).join(', ')})`;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { rows } = await db.query<SqlOutcome>(sql, params);
+      return rows[0]!.result_status === 'duplicate' ? { status: 'duplicate' } : fromSqlOutcome(rows[0]!);
+    } catch (error) {
+      if (attempt < maxOneCallAttempts && isRetryableConflict(error)) continue;
+      throw error;
     }
   }
 }

@@ -87,11 +87,10 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
       const result = await processEvent(deps.db, event, deps.eventContext);
       stopTimer();
       metrics.events.inc({ type: event.type, outcome: result.status });
+      // An unmatched outcome may still have changed a user's credits (a subscription with a price not in the catalog).
+      if ((result.status === 'processed' || result.status === 'unmatched') && result.userId) deps.onBalanceChanged(result.userId);
       if (result.status === 'processed') {
-        if (result.userId) {
-          logger.info({ ...eventFields, userId: result.userId }, `[Stripe Webhook] ${appliedMessage(event.type)} ${result.userId}`);
-          deps.onBalanceChanged(result.userId);
-        }
+        if (result.userId) logger.info({ ...eventFields, userId: result.userId }, `[Stripe Webhook] ${appliedMessage(event.type)} ${result.userId}`);
       } else if (result.status === 'unmatched') {
         logger.warn({ ...eventFields, reason: result.reason, userId: result.userId }, '[Stripe Webhook] Event matched no user or credits; recorded as unmatched');
       } else {
@@ -127,7 +126,8 @@ function appliedMessage(eventType: string): string {
   return 'Processing refund for user';
 }
 
-async function readRawBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
+/** The raw body, refused with 413 above `limitBytes` (the signature is over these exact bytes). */
+export async function readRawBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
   try {
     return await getRawBody(ctx.req, { limit: limitBytes, length: ctx.get('content-length') || undefined });
   } catch (error) {
