@@ -53,7 +53,7 @@ async function tablesIn(db: Database): Promise<string[]> {
 }
 
 test('the scripts checked here are the ones package.json runs', async () => {
-  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'recover-events', 'send-test-event']);
+  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'replay-events', 'send-test-event']);
 });
 
 test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --help leaves an empty database empty)', async () => {
@@ -81,7 +81,9 @@ test('an unknown option prints the problem and the usage on stderr and exits 2, 
 test('a malformed value is a usage error too (exit 2, naming the option)', async () => {
   const cases: Array<[string, string[], string]> = [
     ['scripts/bench/run.ts', ['--levels', '1,eight'], '--levels must be a whole number'],
-    ['scripts/recover-missed-events.ts', ['--since', 'yesterday'], '--since must look like 72h, 3d or an ISO date'],
+    ['scripts/replay-events.ts', ['--since', 'yesterday'], '--since must look like 72h, 3d or an ISO date'],
+    ['scripts/replay-events.ts', ['--event', 'ch_123'], '--event takes a Stripe event id'],
+    ['scripts/replay-events.ts', ['--event', 'evt_1', '--since', '3d'], '--event and --since do not go together'],
     ['scripts/make-token.ts', ['--user', 'alice', '--ttl', 'forever'], '--ttl must be a duration'],
     ['scripts/make-token.ts', [], '--user is required'],
     ['scripts/send-test-event.ts', ['--type', 'gift'], '--type must be one of paid, unpaid'],

@@ -33,7 +33,7 @@ export async function setEventOutcome(tx: Queryable, eventId: string, status: Re
   await tx.query('UPDATE stripe_events SET status = $2, error = $3 WHERE id = $1', [eventId, status, note ?? null]);
 }
 
-/** After a rollback: leaves a trace for operators; Stripe's retry (or the recovery script) applies it later. */
+/** After a rollback: leaves a trace for operators; Stripe's retry (or replay-events) applies it later. */
 export async function recordFailedEvent(db: Database, event: StripeEvent, message: string): Promise<void> {
   await db.query(
     `INSERT INTO stripe_events (id, type, livemode, created, status, error)
