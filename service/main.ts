@@ -10,6 +10,7 @@ import { startDevelopmentStripe, type DevelopmentStripe } from './developmentStr
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase';
 import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
+import { startPeriodicReplay } from './replay/periodicReplay';
 import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
 import { createStripeClient, stripeReaders } from './stripeApi';
 import type { SessionTokenOptions } from './users/sessionTokens';
@@ -106,6 +107,19 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
     () => app.notifier.notifyAll(),
   );
   undo.push(stopListening);
+  if (config.stripeReplayIntervalSeconds !== undefined && stripe) {
+    const replay = startPeriodicReplay({
+      db,
+      stripe,
+      eventContext: { catalog, ...stripeReaders(stripe) },
+      stripeMode: config.stripeMode,
+      intervalSeconds: config.stripeReplayIntervalSeconds,
+      logger,
+      // As the webhook route does after its commit: this process's open balance streams see the change at once.
+      onBalanceChanged: (userId) => app.notifier.notify(userId),
+    });
+    undo.push(replay.stop);
+  }
 
   const server = createServer(app.callback);
   server.keepAliveTimeout = keepAliveTimeoutMillis;
