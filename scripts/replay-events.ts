@@ -153,7 +153,9 @@ async function main(): Promise<number> {
         dryRun: values['dry-run'],
         backoff,
         signal: stop.signal,
-        onListed: (count) => {
+        onListed: (events) => {
+          const count = events.length;
+          if (values['dry-run']) dryRunEvents.push(...events.map(({ id, type, created }) => ({ id, type, created })));
           if (values['dry-run'] || count === 0) return;
           if (progressStarted) progress.setTotal(progress.getTotal() + count);
           else progress.start(count, 0, { outcome: '' });

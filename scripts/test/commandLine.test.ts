@@ -65,7 +65,7 @@ test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --
   }
   expect(await tablesIn(emptyDatabase)).toEqual([]);
   expect(await readdir(dataDir)).toEqual([]);
-});
+}, 60_000); // five script processes, one after another, on a busy two-core machine
 
 test('an unknown option prints the problem and the usage on stderr and exits 2, changing nothing', async () => {
   for (const [name, file] of await typeScriptScripts()) {
@@ -76,7 +76,7 @@ test('an unknown option prints the problem and the usage on stderr and exits 2, 
   }
   expect(await tablesIn(emptyDatabase)).toEqual([]);
   expect(await readdir(dataDir)).toEqual([]);
-});
+}, 60_000); // five script processes, one after another, on a busy two-core machine
 
 test('a malformed value is a usage error too (exit 2, naming the option)', async () => {
   const cases: Array<[string, string[], string]> = [

@@ -235,12 +235,15 @@ test('--event applies one event fetched by id (exit 0), an unmatched one exits 1
   expect(unknown.stderr).toContain('Stripe has no such event');
 }, 60_000);
 
-test('a start or a stored cursor older than 25 days is warned about loudly on stderr (and in --json)', async () => {
+test('a start or a stored cursor older than 25 days is warned about loudly on stderr (and in --json); a dry run lists and applies nothing', async () => {
   const database = await freshDatabase();
+  const oldEvent = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: 'user_old', metadata: { credits: '1' } }), { created: unixSeconds() - 26 * 86_400 + 3600 });
+  local.addEvent(oldEvent);
   const old = await replay(database, ['--since', '26d', '--dry-run', '--json']);
   expect(old.code).toBe(0);
   expect(old.stderr).toMatch(/!{20,}\nWARNING: The start \(.*\) is 26 days old: Stripe lists events of the last 30 days only/);
-  expect(jsonSummary(old.stdout).warnings).toEqual([expect.stringContaining('is 26 days old')]);
+  expect(jsonSummary(old.stdout)).toMatchObject({ warnings: [expect.stringContaining('is 26 days old')], listed: 1, processed: 0, events: [{ id: oldEvent.id, type: 'checkout.session.completed', created: oldEvent.created }] });
+  expect((await database.db.query('SELECT 1 FROM stripe_events')).rowCount).toBe(0); // a dry run applies nothing
 
   await database.db.query("INSERT INTO replay_cursor (livemode, event_created, event_id) VALUES (false, now() - interval '27 days', 'evt_old_cursor')");
   const fromCursor = await replay(database, ['--dry-run']);

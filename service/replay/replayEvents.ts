@@ -31,8 +31,8 @@ export interface ReplayOptions {
   backoff?: BackoffOptions;
   /** Stops between two events (shutdown); the cursor stays at the last one applied. */
   signal?: AbortSignal;
-  /** A time window's events were listed: `count` more to apply. */
-  onListed?: (count: number, window: { fromSeconds: number; untilSeconds: number | undefined }) => void;
+  /** A time window's events were listed, oldest first: these are applied next (unless a dry run). */
+  onListed?: (events: readonly StripeEvent[], window: { fromSeconds: number; untilSeconds: number | undefined }) => void;
   /** `reason` says why an event failed (also kept in stripe_events.error) or was not applied. */
   onApplied?: (event: StripeEvent, outcome: ReplayOutcome, reason?: string) => void;
   /** After an event that changed a user's credits committed: tell the user's open balance streams. */
@@ -92,7 +92,7 @@ export async function replayEvents(options: ReplayOptions): Promise<ReplaySummar
     const windowEnd = windowStart + listWindowSeconds >= startedAtSeconds ? undefined : windowStart + listWindowSeconds;
     const events = await listWindow(options, windowStart, windowEnd);
     summary.listed += events.length;
-    options.onListed?.(events.length, { fromSeconds: windowStart, untilSeconds: windowEnd });
+    options.onListed?.(events, { fromSeconds: windowStart, untilSeconds: windowEnd });
     if (!options.dryRun) {
       for (const event of events) {
         if (options.signal?.aborted) return { ...summary, interrupted: true };
