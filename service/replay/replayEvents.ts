@@ -6,7 +6,7 @@
  */
 import type Stripe from 'stripe';
 import { describeError, isDatabaseUnavailable, type Database } from '../db';
-import { recordFailedEvent } from '../webhook/eventLog';
+import { isEventRecorded, recordFailedEvent } from '../webhook/eventLog';
 import { HANDLED_EVENT_TYPES } from '../webhook/handledEventTypes';
 import { processEvent, type EventContext, type EventResult } from '../webhook/processEvent';
 import type { StripeEvent } from '../webhook/stripeEvent';
@@ -85,9 +85,22 @@ export async function replayEvents(options: ReplayOptions): Promise<ReplaySummar
   const summary: ReplaySummary = { ...emptyCounts(), fromSeconds, cursor: stored && { createdSeconds: stored.createdSeconds, eventId: stored.eventId }, warnings, interrupted: false };
   // Set at the first event that failed: the cursor stays before it, so the next replay tries it again.
   let blocked = false;
+  // The cursor is written after each event that changed something, and after a run of duplicates only at its
+  // end: an interruption in the middle of duplicates leaves it behind them, and they are listed again.
+  let unsaved: StripeEvent | undefined;
+  const saveCursor = async () => {
+    if (!unsaved) return;
+    await advanceReplayCursor(options.db, livemode, unsaved);
+    summary.cursor = { createdSeconds: unsaved.created, eventId: unsaved.id };
+    unsaved = undefined;
+  };
+  const interrupted = async () => {
+    await saveCursor();
+    return { ...summary, interrupted: true };
+  };
 
   for (let windowStart = fromSeconds; ; windowStart += listWindowSeconds) {
-    if (options.signal?.aborted) return { ...summary, interrupted: true };
+    if (options.signal?.aborted) return interrupted();
     // The last window is open-ended: it also lists what Stripe created while this replay ran.
     const windowEnd = windowStart + listWindowSeconds >= startedAtSeconds ? undefined : windowStart + listWindowSeconds;
     const events = await listWindow(options, windowStart, windowEnd);
@@ -95,16 +108,17 @@ export async function replayEvents(options: ReplayOptions): Promise<ReplaySummar
     options.onListed?.(events, { fromSeconds: windowStart, untilSeconds: windowEnd });
     if (!options.dryRun) {
       for (const event of events) {
-        if (options.signal?.aborted) return { ...summary, interrupted: true };
+        if (options.signal?.aborted) return interrupted();
         const { outcome, reason } = await applyEvent(options, event);
         summary[outcome]++;
         options.onApplied?.(event, outcome, reason);
         blocked ||= outcome === 'failed';
         if (movesCursor && !blocked) {
-          await advanceReplayCursor(options.db, livemode, event);
-          summary.cursor = { createdSeconds: event.created, eventId: event.id };
+          unsaved = event;
+          if (outcome !== 'duplicate') await saveCursor();
         }
       }
+      await saveCursor();
     }
     if (windowEnd === undefined) return summary;
   }
@@ -153,6 +167,9 @@ async function applyEvent(options: Omit<ReplayOptions, 'start'>, event: StripeEv
     return { outcome: 'mode_mismatch', reason: `livemode=${event.livemode} but STRIPE_MODE=${options.stripeMode}` };
   }
   try {
+    // Most of what a replay lists was applied already: one read instead of a transaction (processEvent's
+    // claim would find the same, and still decides should a delivery of the event race this replay).
+    if (await isEventRecorded(options.db, event.id)) return { outcome: 'duplicate' };
     const result = await processEvent(options.db, event, options.eventContext);
     if (result.status === 'processed' && result.userId) options.onBalanceChanged?.(result.userId);
     return result.status === 'unmatched' || result.status === 'ignored' ? { outcome: result.status, reason: result.reason } : { outcome: result.status };

@@ -97,6 +97,16 @@ test('the cursor records the last event applied; a replay from it lists only fro
   expect(await balanceOf(database.db, 'user_cursor')).toEqual({ purchased: 22, subscription: 0 });
 });
 
+test('a replay that finds only duplicates still moves the cursor to the last of them', async () => {
+  const now = unixSeconds();
+  const events = [0, 1, 2].map((index) => purchase('user_duplicates', 1, now - 600 + index));
+  for (const event of events) fake.addEvent(event);
+  await replayEvents(options());
+  await database.db.query('DELETE FROM replay_cursor');
+  expect(await replayEvents(options())).toMatchObject({ processed: 0, duplicate: 3, cursor: { eventId: events[2]!.id } });
+  expect(await readReplayCursor(database.db, false)).toMatchObject({ eventId: events[2]!.id });
+});
+
 test('without a cursor, a replay from the cursor starts at the given fallback and stores one', async () => {
   const now = unixSeconds();
   const old = purchase('user_fallback', 3, now - 3 * 3600);
