@@ -242,6 +242,23 @@ function suppliedSecretHolder(id: string, state: Partial<WebhookEndpointOutputs>
   return state.suppliedSecret ? id : '';
 }
 
+/**
+ * `rotate-webhook-secret --replace-endpoint` deletes the endpoint after creating its successor (metadata
+ * `replaces`). Dropping the old one from the state would make the next `pulumi up` create a third endpoint
+ * and write its secret over the successor's, so a refresh refuses instead and says how to adopt the successor
+ * (its secret is shown only on create: only the operator can give it to Pulumi).
+ */
+async function refuseIfReplaced(id: string, props: WebhookEndpointOutputs): Promise<void> {
+  const list = (await stripeCall(props, 'GET', '/v1/webhook_endpoints?limit=100')) as { data?: StripeEndpoint[] };
+  const successor = (list.data ?? []).find((endpoint) => endpoint.metadata.replaces === id);
+  if (!successor) return;
+  throw new Error(
+    `Stripe endpoint ${id} was replaced by ${successor.id} (rotate-webhook-secret), whose signing secret Pulumi cannot read from Stripe. ` +
+      `Adopt it: pulumi config set stripeWebhookEndpointId ${successor.id}; pulumi config set --secret stripeWebhookSecret < <the secrets file, which holds only its secret>; ` +
+      `then pulumi up without --refresh: it manages ${successor.id} in place and drops ${id} from the state.`,
+  );
+}
+
 export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEndpointInputs, WebhookEndpointOutputs> = {
   async check(_olds, news) {
     const failures: pulumi.dynamic.CheckFailure[] = [];
@@ -308,7 +325,10 @@ export const webhookEndpointProvider: pulumi.dynamic.ResourceProvider<WebhookEnd
     if (!props) throw new Error('A Stripe webhook endpoint cannot be imported; adopt it with stripeWebhookEndpointId instead.');
     const path = `/v1/webhook_endpoints/${encodeURIComponent(id)}`;
     const { status, body } = await stripeRequest(props, 'GET', path);
-    if (status === 404) return { id: '' }; // deleted outside Pulumi
+    if (status === 404) {
+      await refuseIfReplaced(id, props);
+      return { id: '' }; // deleted outside Pulumi
+    }
     if (status < 200 || status >= 300) throw stripeFailure('GET', path, status, body);
     return { id, props: toOutputs(props, body as unknown as StripeEndpoint, props.secret, suppliedSecretHolder(id, props)) };
   },

@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { LocalStripeEvent, WebhookEndpointWithSecret } from './resources';
+import type { LocalStripeEvent } from './resources';
 import { signedDelivery, type WebhookDelivery } from './signing';
 
 export interface DeliverySchedule {
@@ -54,10 +54,12 @@ export class WebhookDeliveries {
   constructor(
     private readonly schedule: DeliverySchedule,
     private readonly onDelivered: (eventId: string, endpointId: string) => void,
+    /** The endpoint's URL and signing secrets at the time of an attempt; undefined once it was deleted. */
+    private readonly deliveryTarget: (endpointId: string) => { url: string; secrets: string[] } | undefined,
   ) {}
 
   /** Delivers the (stored) event to each of these endpoints, retrying failures on the schedule. */
-  enqueue(event: LocalStripeEvent, endpoints: readonly WebhookEndpointWithSecret[]): void {
+  enqueue(event: LocalStripeEvent, endpoints: ReadonlyArray<{ id: string }>): void {
     const body = JSON.stringify(event, null, 2);
     for (const endpoint of endpoints) {
       this.firstAttemptsDue++;
@@ -101,14 +103,18 @@ export class WebhookDeliveries {
     this.timers.add(timer);
   }
 
-  private async attempt(event: LocalStripeEvent, body: string, endpoint: WebhookEndpointWithSecret, attempt: number): Promise<void> {
+  private async attempt(event: LocalStripeEvent, body: string, endpoint: { id: string }, attempt: number): Promise<void> {
     if (this.closed) return;
-    // Signed at the time of each attempt, as Stripe does (a retry hours later carries a fresh timestamp).
-    const status = await postDelivery(endpoint.url, signedDelivery(body, [endpoint.secret]), this.schedule.timeoutMillis).then(
+    // A deleted endpoint gets nothing more, retries included.
+    const target = this.deliveryTarget(endpoint.id);
+    if (!target) return;
+    // Signed at the time of each attempt with the endpoint's secrets then (two while one is rolled), as
+    // Stripe does (a retry hours later carries a fresh timestamp).
+    const status = await postDelivery(target.url, signedDelivery(body, target.secrets), this.schedule.timeoutMillis).then(
       (answer) => answer.status,
       () => 0,
     );
-    this.attempts.push({ eventId: event.id, eventType: event.type, endpointId: endpoint.id, url: endpoint.url, attempt, status, atMillis: Date.now() });
+    this.attempts.push({ eventId: event.id, eventType: event.type, endpointId: endpoint.id, url: target.url, attempt, status, atMillis: Date.now() });
     if (status >= 200 && status < 300) {
       this.onDelivered(event.id, endpoint.id);
       return;

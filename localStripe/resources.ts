@@ -69,6 +69,8 @@ export interface Route {
 interface StoredEndpoint {
   endpoint: Stripe.WebhookEndpoint;
   secret: string;
+  /** Secrets rolled away in the Dashboard that Stripe still signs with until they expire. */
+  expiringSecrets: Array<{ value: string; expiresAtMillis: number }>;
 }
 
 interface StoredEvent {
@@ -158,7 +160,7 @@ export class LocalStripeResources {
       status: booleanParam(params, 'disabled') === true ? 'disabled' : 'enabled',
     };
     const secret = stripeId('whsec');
-    this.endpoints.set(endpoint.id, { endpoint, secret });
+    this.endpoints.set(endpoint.id, { endpoint, secret, expiringSecrets: [] });
     // Stripe reveals the signing secret in this one response only.
     return { ...endpoint, secret };
   }
@@ -222,8 +224,28 @@ export class LocalStripeResources {
       description: input.description ?? null,
     };
     const secret = input.secret ?? stripeId('whsec');
-    this.endpoints.set(endpoint.id, { endpoint, secret });
+    this.endpoints.set(endpoint.id, { endpoint, secret, expiringSecrets: [] });
     return { ...structuredClone(endpoint), secret };
+  }
+
+  /**
+   * The Dashboard's "Roll secret" (the API has none): a new secret from now on, and the old one still
+   * signs every delivery beside it until it expires (Stripe offers up to 24 hours, or now).
+   */
+  rollWebhookEndpointSecret(id: string, expiresInMillis: number, newSecret?: string): string {
+    const stored = this.endpoints.get(id);
+    if (!stored) throw new Error(`The local Stripe has no webhook endpoint ${id}`);
+    stored.expiringSecrets.push({ value: stored.secret, expiresAtMillis: Date.now() + expiresInMillis });
+    stored.secret = newSecret ?? stripeId('whsec');
+    return stored.secret;
+  }
+
+  /** Where and with what an endpoint's delivery is signed now: the old secrets not yet expired, then the current one. */
+  currentDeliveryTarget(id: string, nowMillis: number = Date.now()): { url: string; secrets: string[] } | undefined {
+    const stored = this.endpoints.get(id);
+    if (!stored) return undefined;
+    const unexpired = stored.expiringSecrets.filter((secret) => secret.expiresAtMillis > nowMillis).map((secret) => secret.value);
+    return { url: stored.endpoint.url, secrets: [...unexpired, stored.secret] };
   }
 
   webhookEndpoints(): WebhookEndpointWithSecret[] {

@@ -90,6 +90,17 @@ export interface LocalStripe {
   webhookEndpoints(): WebhookEndpointWithSecret[];
   /** Registers an endpoint as the Dashboard does, optionally with a signing secret of the caller's choice. */
   addWebhookEndpoint(input: { url: string; enabledEvents: string[]; secret?: string; livemode?: boolean; apiVersion?: string | null; description?: string }): WebhookEndpointWithSecret;
+  /**
+   * The Dashboard's "Roll secret": returns the endpoint's new signing secret; until `expiresInMillis` has
+   * passed, every delivery is signed with the old secret and the new one (two v1 signatures). `newSecret`
+   * lets a test know the secret before the roll (as addWebhookEndpoint does).
+   */
+  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number, newSecret?: string): string;
+  /**
+   * Publishes an event as Stripe does when something happens: stored (listable), then delivered to every
+   * enabled endpoint of its mode subscribed to its type, each signed with that endpoint's own secrets.
+   */
+  publishEvent(type: string, object: object, options?: { livemode?: boolean }): LocalStripeEvent;
   /** A price to sell (as the Dashboard makes one); `id` may be chosen, for a fixed development catalog. */
   createPrice(input: NewPrice): Stripe.Price;
   /** What the buyer does on the hosted page of an open session (the page's buttons do the same). */
@@ -104,6 +115,11 @@ export interface LocalStripe {
   setCheckoutLineItems(sessionId: string, items: CheckoutLineItemInput[], options?: { livemode?: boolean }): void;
   /** Stores (or replaces) a subscription for `GET /v1/subscriptions/:id`. */
   putSubscription(subscription: Stripe.Subscription): void;
+  /**
+   * From now on only these API keys are valid (as after rolling a key in the Dashboard: the old one works
+   * until it expires, then only the new one); others get Stripe's 401. Undefined: any well-formed key.
+   */
+  acceptOnlyApiKeys(keys: readonly string[] | undefined): void;
   /** The next `count` API requests (after recording them) fail with `status` and a Stripe error body. */
   failNext(count: number, status: number): void;
   /**
@@ -139,6 +155,7 @@ class LocalStripeServer implements LocalStripe {
   private closing: Promise<void> | undefined;
   private readonly recorded: RecordedRequest[] = [];
   private pendingFailures: PendingFailure[] = [];
+  private validApiKeys: ReadonlySet<string> | undefined;
   private readonly commerce = new LocalCommerce(
     (sessionId) => `${this.baseUrl}/c/pay/${sessionId}`,
     (events, livemode) => this.publish(events, livemode),
@@ -152,7 +169,11 @@ class LocalStripeServer implements LocalStripe {
     private readonly host: string,
     schedule: DeliverySchedule,
   ) {
-    this.deliveries = new WebhookDeliveries(schedule, (eventId, endpointId) => this.resources.markDelivered(eventId, endpointId));
+    this.deliveries = new WebhookDeliveries(
+      schedule,
+      (eventId, endpointId) => this.resources.markDelivered(eventId, endpointId),
+      (endpointId) => this.resources.currentDeliveryTarget(endpointId),
+    );
   }
 
   listen(port: number): Promise<void> {
@@ -196,6 +217,7 @@ class LocalStripeServer implements LocalStripe {
     this.recorded.length = 0;
     this.idempotentResults.clear();
     this.pendingFailures = [];
+    this.validApiKeys = undefined;
     this.deliveries.reset();
     this.resources.reset();
   }
@@ -220,6 +242,14 @@ class LocalStripeServer implements LocalStripe {
     return this.resources.addWebhookEndpoint(input);
   }
 
+  rollWebhookEndpointSecret(endpointId: string, expiresInMillis: number, newSecret?: string): string {
+    return this.resources.rollWebhookEndpointSecret(endpointId, expiresInMillis, newSecret);
+  }
+
+  publishEvent(type: string, object: object, options: { livemode?: boolean } = {}): LocalStripeEvent {
+    return this.publish([{ type, object, created: Math.floor(Date.now() / 1000) }], options.livemode ?? false)[0]!;
+  }
+
   createPrice(input: NewPrice): Stripe.Price {
     return this.commerce.createPrice(input);
   }
@@ -237,13 +267,18 @@ class LocalStripeServer implements LocalStripe {
   }
 
   /** Events of something that happened: stored (listable), then delivered to each subscribed endpoint. */
-  private publish(emitted: EmittedEvent[], livemode: boolean): void {
-    for (const { type, object, created, previousAttributes } of emitted) {
+  private publish(emitted: EmittedEvent[], livemode: boolean): LocalStripeEvent[] {
+    return emitted.map(({ type, object, created, previousAttributes }) => {
       const endpoints = this.resources.subscribedEndpoints({ type, livemode });
       const event = stripeEvent(type, object, { created, livemode, previousAttributes, pendingWebhooks: endpoints.length });
       this.resources.addEvent(event, endpoints.map((endpoint) => endpoint.id));
       this.deliveries.enqueue(event, endpoints);
-    }
+      return event;
+    });
+  }
+
+  acceptOnlyApiKeys(keys: readonly string[] | undefined): void {
+    this.validApiKeys = keys === undefined ? undefined : new Set(keys);
   }
 
   failNext(count: number, status: number): void {
@@ -300,7 +335,7 @@ class LocalStripeServer implements LocalStripe {
       if (injected !== undefined) {
         throw new StripeApiError(injected.status, `Simulated ${injected.status} failure (local Stripe failNext).`);
       }
-      if (livemode === null) {
+      if (livemode === null || (this.validApiKeys && !this.validApiKeys.has(bearerKey(authorization) ?? ''))) {
         throw unauthenticated(authorization);
       }
       const params = method === 'POST' ? record.body : record.query;
@@ -358,7 +393,7 @@ class LocalStripeServer implements LocalStripe {
       this.resources
         .webhookEndpoints()
         .filter((endpoint) => endpoint.url === url && endpoint.livemode === livemode)
-        .map((endpoint) => endpoint.secret);
+        .flatMap((endpoint) => this.resources.currentDeliveryTarget(endpoint.id)?.secrets ?? []);
     if (secrets.length === 0) {
       const mode = livemode ? 'live' : 'test';
       throw new Error(
@@ -376,7 +411,7 @@ class LocalStripeServer implements LocalStripe {
     const subscribed = this.resources.subscribedEndpoints(event);
     const results: EndpointDeliveryResult[] = [];
     for (const endpoint of subscribed) {
-      const result = await this.deliver(event, endpoint.url, { ...options, secrets: [endpoint.secret] });
+      const result = await this.deliver(event, endpoint.url, { ...options, secrets: this.resources.currentDeliveryTarget(endpoint.id)?.secrets ?? [endpoint.secret] });
       results.push({ ...result, endpointId: endpoint.id, url: endpoint.url });
     }
     return results;
@@ -406,8 +441,12 @@ function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
+function bearerKey(authorization: string | undefined): string | undefined {
+  return /^Bearer (\S+)$/.exec(authorization ?? '')?.[1];
+}
+
 function apiKeyLivemode(authorization: string | undefined): boolean | null {
-  const key = /^Bearer (\S+)$/.exec(authorization ?? '')?.[1];
+  const key = bearerKey(authorization);
   const mode = key === undefined ? undefined : API_KEY_PATTERN.exec(key)?.[1];
   return mode === undefined ? null : mode === 'live';
 }

@@ -14,6 +14,7 @@ import { sessionVerifier, type SessionTokenOptions } from './users/sessionTokens
 import type { EventContext } from './webhook/processEvent';
 import { stripeWebhookHandler, webhookPath } from './webhook/route';
 import type { SecretStore } from './webhook/secretStore';
+import { SecretUsage } from './webhook/secretUsage';
 
 export interface AppDeps {
   db: Database;
@@ -92,6 +93,19 @@ export function createApp(deps: AppDeps): App {
     ctx.status = problems.length === 0 ? 200 : 503;
     ctx.body = { status: problems.length === 0 ? 'ready' : 'not_ready', problems };
   });
+  // Fingerprints only, never secrets; like /metrics, on the service's port only (the edge does not route it).
+  const secretUsage = new SecretUsage(deps.secrets, (deps.nowMillis ?? Date.now)());
+  router.get('/webhook-secrets', (ctx) => {
+    ctx.body = {
+      counting_since: secretUsage.countingSince,
+      fingerprints: secretUsage.snapshot().map((entry) => ({
+        fingerprint: entry.fingerprint,
+        loaded: entry.loaded,
+        verified_deliveries: entry.verifiedDeliveries,
+        last_verified_at: entry.lastVerifiedAt,
+      })),
+    };
+  });
   router.get('/metrics', async (ctx) => {
     ctx.type = metrics.registry.contentType;
     ctx.body = await metrics.registry.metrics();
@@ -101,6 +115,7 @@ export function createApp(deps: AppDeps): App {
     stripeWebhookHandler({
       db: deps.db,
       secrets: deps.secrets,
+      secretUsage,
       logger,
       metrics,
       eventContext: deps.eventContext,

@@ -19,6 +19,8 @@ export interface Config {
   /** Absent outside production: a development secret is generated under `dataDir`. */
   webhookSecret: SecretSource | undefined;
   stripeApiKey: string | undefined;
+  /** When the key came from STRIPE_API_KEY_FILE: the service re-reads it when it changes (rotation without restart). */
+  stripeApiKeyFile: string | undefined;
   stripeApiBase: URL;
   logLevel: string;
   webhookMaxBodyBytes: number;
@@ -83,6 +85,7 @@ export function loadConfig(env: Env = process.env): Config {
   const webhookSecret = secretSource(env, 'STRIPE_WEBHOOK_SECRET');
   if (production && webhookSecret === undefined) missing.push('STRIPE_WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET_FILE');
 
+  const apiKeySource = secretSource(env, 'STRIPE_API_KEY');
   const stripeApiKey = readSecretValue(env, 'STRIPE_API_KEY');
   if (production && stripeApiKey === undefined) missing.push('STRIPE_API_KEY or STRIPE_API_KEY_FILE');
   if (stripeApiKey !== undefined) checkApiKeyMode(stripeApiKey, stripeMode);
@@ -129,6 +132,7 @@ export function loadConfig(env: Env = process.env): Config {
     stripeMode,
     webhookSecret,
     stripeApiKey,
+    stripeApiKeyFile: apiKeySource?.kind === 'file' ? apiKeySource.path : undefined,
     stripeApiBase: url(env, 'STRIPE_API_BASE', defaultStripeApiBase),
     logLevel,
     webhookMaxBodyBytes: integer(env, 'WEBHOOK_MAX_BODY_BYTES', defaultWebhookMaxBodyBytes, 1, 64 * 1024 * 1024),
@@ -179,7 +183,8 @@ function readSecretValue(env: Env, name: string): string | undefined {
   return trimmed;
 }
 
-function checkApiKeyMode(key: string, mode: StripeMode): void {
+/** A Stripe secret or restricted key of this mode; also checked on each reload of STRIPE_API_KEY_FILE. */
+export function checkApiKeyMode(key: string, mode: StripeMode): void {
   const match = /^(sk|rk)_(test|live)_/.exec(key);
   if (!match) {
     throw new ConfigError('STRIPE_API_KEY must be a Stripe secret or restricted key (sk_… or rk_…).');

@@ -40,6 +40,13 @@ const idleTimeoutMillis = 30_000;
 const statementTimeoutMillis = 15_000;
 const maxTransactionAttempts = 3;
 const listenReconnectDelayMillis = 1_000;
+/**
+ * With a password file, a login refused for the password is tried again (the file read afresh) for this
+ * long: the role's password and the file change one after the other, never at the same instant.
+ */
+const passwordChangeWindowMillis = 10_000;
+const passwordRetryDelayMillis = 100;
+const invalidPasswordSqlState = '28P01';
 
 // Bigint (int8) columns hold credit counts and cents, far below 2^53: read them as numbers.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
@@ -75,13 +82,37 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
     if (!closing) logger.warn({ err: describeError(error) }, 'idle database connection lost');
   });
 
+  /** A pooled connection; see passwordChangeWindowMillis for why a refused password is tried again. */
+  async function connect(): Promise<pg.PoolClient> {
+    const deadline = Date.now() + passwordChangeWindowMillis;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await pool.connect();
+      } catch (error) {
+        const passwordRefused = passwordFile !== undefined && (error as { code?: unknown }).code === invalidPasswordSqlState;
+        if (!passwordRefused || Date.now() >= deadline) throw error;
+        if (attempt === 1) logger.warn('database refused the password: reading DATABASE_PASSWORD_FILE again shortly (a rotation in progress?)');
+        await new Promise((resolve) => setTimeout(resolve, passwordRetryDelayMillis));
+      }
+    }
+  }
+
   async function query<Row extends object>(sql: string, params?: readonly unknown[]) {
-    return toQueryResult<Row>(await pool.query(sql, params as unknown[]));
+    const client = await connect();
+    try {
+      const result = toQueryResult<Row>(await client.query(sql, params as unknown[]));
+      client.release();
+      return result;
+    } catch (error) {
+      // As pool.query does: a connection whose query failed is not reused.
+      client.release(error instanceof Error ? error : true);
+      throw error;
+    }
   }
 
   async function withTransaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      const client = await pool.connect();
+      const client = await connect();
       let clientBroken = false;
       // The pool listens for errors on idle clients only: without this listener, a connection dropped while
       // checked out but between two queries emits an unhandled 'error' and kills the process.
@@ -190,7 +221,7 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
     withExclusiveLock,
     listen,
     async ping() {
-      await pool.query('SELECT 1');
+      await query('SELECT 1');
     },
     async close() {
       closing = true;

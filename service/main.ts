@@ -12,7 +12,7 @@ import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
 import { startPeriodicReplay } from './replay/periodicReplay';
 import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
-import { createStripeClient, stripeReaders } from './stripeApi';
+import { createStripeClient, stripeReaders, watchStripeApiKeyFile } from './stripeApi';
 import type { SessionTokenOptions } from './users/sessionTokens';
 import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secretStore';
 import { webhookPath } from './webhook/route';
@@ -71,7 +71,7 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
   undo.push(secrets.close);
   logger.info({ fingerprints: secrets.current().map((secret) => secret.fingerprint) }, 'webhook signing secrets loaded');
   let catalog = loadCatalog(config.creditCatalogFile);
-  let stripe = config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
+  let stripe = await stripeClient(config, logger, undo);
   let developmentStripe: DevelopmentStripe | undefined;
   if (config.useLocalStripe) {
     developmentStripe = await startDevelopmentStripe(logger, config.creditCatalogFile ? catalog : undefined);
@@ -159,6 +159,16 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
       for (const step of undo.reverse()) await step();
     })());
   return { server, url, stop };
+}
+
+/** The Stripe client of the configured key; from STRIPE_API_KEY_FILE, the key is re-read when the file changes. */
+async function stripeClient(config: Config, logger: Logger, undo: Array<() => unknown>) {
+  if (config.stripeApiKeyFile) {
+    const keyFile = await watchStripeApiKeyFile(config.stripeApiKeyFile, { logger, mode: config.stripeMode });
+    undo.push(keyFile.close);
+    return createStripeClient(keyFile, config.stripeApiBase);
+  }
+  return config.stripeApiKey ? createStripeClient(config.stripeApiKey, config.stripeApiBase) : undefined;
 }
 
 async function loadWebhookSecrets(config: Config, logger: Logger): Promise<SecretStore> {

@@ -210,7 +210,7 @@ describe('nginx in front of two service replicas', () => {
   });
 
   test('unknown paths, and the service’s metrics and probes, are 404 through nginx', async () => {
-    for (const path of ['/', '/metrics', '/healthz', '/readyz', '/api/v2/billing/credits', '/api/v1/billing']) {
+    for (const path of ['/', '/metrics', '/webhook-secrets', '/healthz', '/readyz', '/api/v2/billing/credits', '/api/v1/billing']) {
       const reply: Reply = await request(edge, { path });
       expect({ path, status: reply.status }).toEqual({ path, status: 404 });
       expect(reply.headers.server).toBe('nginx'); // server_tokens off: no version

@@ -1,10 +1,12 @@
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import Module from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type * as pulumi from '@pulumi/pulumi';
 import { startLocalStripe, type LocalStripe } from '../../localStripe';
+import { openStripeEndpoints } from '../../scripts/rotation/stripeEndpoints';
 import {
   webhookEndpointProvider as provider,
   type WebhookEndpointInputs,
@@ -149,6 +151,33 @@ test('refresh reports an endpoint deleted outside Pulumi as gone', async () => {
   await fetch(`${fake.baseUrl}/v1/webhook_endpoints/${id}`, { method: 'DELETE', headers: { Authorization: `Bearer ${testKey}` } });
 
   await expect(read(id, outs as WebhookEndpointOutputs)).resolves.toEqual({ id: '' });
+});
+
+test('after rotate-webhook-secret replaced the endpoint, refresh refuses naming the successor, and adopting it brings the state in line', async () => {
+  const { id: oldId, outs } = await create(inputs());
+  // What the script does through the Stripe API: a successor like the old endpoint, then the old one deleted.
+  const endpoints = openStripeEndpoints({ STRIPE_API_KEY: testKey, STRIPE_API_BASE: fake.baseUrl });
+  const old = (await endpoints.retrieve(oldId))!;
+  const successor = await endpoints.createLike(old, oldId);
+  await endpoints.subscribe(successor.id, old.enabled_events);
+  await endpoints.delete(oldId);
+
+  // Dropping the gone endpoint from the state would let the next `pulumi up` create a third one.
+  await expect(read(oldId, outs as WebhookEndpointOutputs)).rejects.toThrow(
+    new RegExp(`${oldId} was replaced by ${successor.id}.*pulumi config set stripeWebhookEndpointId ${successor.id}.*pulumi up without --refresh`),
+  );
+
+  // The steps the script prints: adopt the successor with its secret, then `pulumi up` (replace by adoption).
+  const adopting = inputs({ adoptId: successor.id, suppliedSecret: successor.secret });
+  await expect(diff(oldId, outs as WebhookEndpointOutputs, adopting)).resolves.toMatchObject({ changes: true, replaces: ['adoptId'], deleteBeforeReplace: false });
+  const adopted = await create(adopting);
+  await remove(oldId, outs as WebhookEndpointOutputs); // already gone in Stripe: counts as deleted
+  expect(adopted.id).toBe(successor.id);
+  expect(adopted.outs).toMatchObject({ secret: successor.secret, signingSecrets: [successor.secret], enabledEvents: inputs().enabledEvents, apiVersion });
+  expect(fake.webhookEndpoints()).toEqual([expect.objectContaining({ id: successor.id, metadata: { project: 'stripe-credits', stack: 'test' }, secret: successor.secret })]);
+  // From now on refresh reads the successor, and the next `pulumi up` changes nothing.
+  await expect(read(successor.id, adopted.outs as WebhookEndpointOutputs)).resolves.toMatchObject({ id: successor.id });
+  await expect(diff(successor.id, adopted.outs as WebhookEndpointOutputs, adopting)).resolves.toMatchObject({ changes: false });
 });
 
 test('diff replaces only for a new API version or mode, and ignores the order of events', async () => {
@@ -323,14 +352,16 @@ describe('the provider as Pulumi stores it in the state', () => {
   let dir: string;
   let serialized: { text: string; containsSecrets: boolean };
 
-  beforeAll(() => {
+  beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'serialized-provider-'));
-    const output = execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, 'support', 'serializeProvider.ts')], {
+    // Not execFileSync: blocking the event loop for seconds (a busy machine) lets the local Stripe close
+    // idle keep-alive connections that fetch has not retired yet, and the next request gets ECONNRESET.
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', path.join(__dirname, 'support', 'serializeProvider.ts')], {
       cwd: path.join(__dirname, '..', '..'),
       encoding: 'utf8',
     });
-    serialized = JSON.parse(output) as typeof serialized;
-  });
+    serialized = JSON.parse(stdout) as typeof serialized;
+  }, 60_000);
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   test('holds no secret and still creates, updates and deletes an endpoint', async () => {

@@ -6,8 +6,7 @@
 import Stripe from 'stripe';
 import { readSubscription } from '../../service/stripe/subscription';
 import { balanceOf, checkInvariants, invariantsHold } from '../../service/test/support/invariants';
-import { deliver, startTestApp, type TestApp } from '../../service/test/support/testApp';
-import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
+import { deliver, useAppOnFreshDatabase } from '../../service/test/support/testApp';
 import { parseStripeEvent } from '../../service/webhook/stripeEvent';
 import {
   charge,
@@ -278,19 +277,9 @@ describe('events', () => {
 });
 
 describe('the service applies the events built here as their types say', () => {
-  let database: TestDatabase;
-  let app: TestApp;
+  const service = useAppOnFreshDatabase();
 
-  beforeAll(async () => {
-    database = await createTestDatabase();
-    app = await startTestApp(database.db);
-  });
-  afterAll(async () => {
-    await app?.close();
-    await database?.drop();
-  });
-
-  const send = async (type: string, object: object) => (await deliver(app.webhookUrl, stripeEvent(type, object))).body;
+  const send = async (type: string, object: object) => (await deliver(service.webhookUrl, stripeEvent(type, object))).body;
 
   it('a purchase and a partial refund of its charge', async () => {
     const session = checkoutSession({ client_reference_id: 'user_builders', metadata: { credits: '500' } });
@@ -298,7 +287,7 @@ describe('the service applies the events built here as their types say', () => {
 
     expect(await send('checkout.session.completed', session)).toEqual({ received: true, status: 'processed' });
     expect(await send('charge.refunded', paidCharge)).toEqual({ received: true, status: 'processed' });
-    expect(await balanceOf(database.db, 'user_builders')).toEqual({ purchased: 250, subscription: 0 });
+    expect(await balanceOf(service.db, 'user_builders')).toEqual({ purchased: 250, subscription: 0 });
   });
 
   it('a subscription sign-up and its paid invoice, then the subscription in either API shape', async () => {
@@ -308,11 +297,11 @@ describe('the service applies the events built here as their types say', () => {
     expect(await send('checkout.session.completed', signUp)).toEqual({ received: true, status: 'processed' });
     expect(await send('customer.subscription.created', sub)).toEqual({ received: true, status: 'processed' });
     expect(await send('invoice.paid', invoice({}, { subscription: sub }))).toEqual({ received: true, status: 'processed' });
-    expect(await balanceOf(database.db, 'user_subscriber')).toEqual({ purchased: 0, subscription: 300 });
+    expect(await balanceOf(service.db, 'user_subscriber')).toEqual({ purchased: 0, subscription: 300 });
 
     const legacy = subscription({ id: sub.id, customer: sub.customer }, { shape: 'legacy', monthlyCredits: 300 });
     expect(await send('customer.subscription.updated', legacy)).toEqual({ received: true, status: 'processed' });
-    expect(await checkInvariants(database.db)).toEqual(invariantsHold);
+    expect(await checkInvariants(service.db)).toEqual(invariantsHold);
   });
 
   it.each([
@@ -321,7 +310,7 @@ describe('the service applies the events built here as their types say', () => {
     ['refund.created', () => refund()],
     ['refund.failed', () => refund({ status: 'failed' })],
   ])('%s is received (200), whether or not the service acts on it yet', async (type, build) => {
-    const response = await deliver(app.webhookUrl, stripeEvent(type, build()));
+    const response = await deliver(service.webhookUrl, stripeEvent(type, build()));
     expect(response.status).toBe(200);
     expect(response.body.received).toBe(true);
   });

@@ -53,7 +53,7 @@ async function tablesIn(db: Database): Promise<string[]> {
 }
 
 test('the scripts checked here are the ones package.json runs', async () => {
-  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'replay-events', 'send-test-event']);
+  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'make-token', 'migrate', 'replay-events', 'rotate-database-password', 'rotate-webhook-secret', 'send-test-event']);
 });
 
 test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --help leaves an empty database empty)', async () => {
@@ -65,7 +65,7 @@ test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --
   }
   expect(await tablesIn(emptyDatabase)).toEqual([]);
   expect(await readdir(dataDir)).toEqual([]);
-}, 60_000); // five script processes, one after another, on a busy two-core machine
+}, 90_000); // seven script processes, one after another, on a busy two-core machine
 
 test('an unknown option prints the problem and the usage on stderr and exits 2, changing nothing', async () => {
   for (const [name, file] of await typeScriptScripts()) {
@@ -76,7 +76,7 @@ test('an unknown option prints the problem and the usage on stderr and exits 2, 
   }
   expect(await tablesIn(emptyDatabase)).toEqual([]);
   expect(await readdir(dataDir)).toEqual([]);
-}, 60_000); // five script processes, one after another, on a busy two-core machine
+}, 90_000); // seven script processes, one after another, on a busy two-core machine
 
 test('a malformed value is a usage error too (exit 2, naming the option)', async () => {
   const cases: Array<[string, string[], string]> = [

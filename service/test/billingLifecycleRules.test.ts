@@ -9,20 +9,9 @@ import { balanceOf, checkInvariants, invariantsHold } from './support/invariants
 import { bucketLedger, spendCredits } from './support/records';
 import { charge, checkoutSession, dispute, invoice, invoicePayment, refund, stripeEvent, stripeId, unixSeconds } from './support/stripeFixtures';
 import { monthlyPeriod, planPrice, SubscriptionStory, type StateOptions } from './support/subscriptionStory';
-import { deliver, startTestApp, type TestApp } from './support/testApp';
-import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+import { deliver, useAppOnFreshDatabase } from './support/testApp';
 
-let database: TestDatabase;
-let app: TestApp;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  app = await startTestApp(database.db);
-});
-afterAll(async () => {
-  await app.close();
-  await database.drop();
-});
+const service = useAppOnFreshDatabase();
 
 const hour = 3600;
 const day = 24 * hour;
@@ -35,17 +24,17 @@ const pro = planPrice(500);
 async function send(...events: object[]): Promise<string[]> {
   const outcomes: string[] = [];
   for (const event of events) {
-    const response = await deliver(app.webhookUrl, event);
+    const response = await deliver(service.webhookUrl, event);
     expect(response.status).toBe(200);
     outcomes.push(response.body.status!);
   }
   return outcomes;
 }
 
-const subscriptionCredits = async (user: string) => (await balanceOf(database.db, user)).subscription;
+const subscriptionCredits = async (user: string) => (await balanceOf(service.db, user)).subscription;
 
 async function statusOf(user: string) {
-  const { rows } = await database.db.query<{ status: string }>('SELECT status FROM service_subscriptions WHERE user_id = $1', [user]);
+  const { rows } = await service.db.query<{ status: string }>('SELECT status FROM service_subscriptions WHERE user_id = $1', [user]);
   return rows[0]?.status;
 }
 
@@ -103,7 +92,7 @@ describe('subscriptions', () => {
   test('a paid renewal: the period moves on, the leftover expires, and the new period is granted when its invoice is paid', async () => {
     const story = new SubscriptionStory({ createdSeconds: at(0) });
     await send(...checkoutSignUp(story, { period: period(0), plan: basic }, at(0)));
-    await spendCredits(database.db, story.user, 'subscription', 70);
+    await spendCredits(service.db, story.user, 'subscription', 70);
     const next = renewal(story, { period: period(1), plan: basic }, 1);
     await send(...next.moved);
     expect(await subscriptionCredits(story.user)).toBe(0);
@@ -211,7 +200,7 @@ describe('subscriptions', () => {
       story.signUp({ created: at(0) }),
     );
     expect(await subscriptionCredits(story.user)).toBe(500);
-    await spendCredits(database.db, story.user, 'subscription', 200);
+    await spendCredits(service.db, story.user, 'subscription', 200);
     const paidPeriod = { period: { start: trialEnd, end: trialEnd + 30 * day }, plan: pro };
     await send(
       stripeEvent('customer.subscription.trial_will_end', story.state(trial), { created: trialEnd - 3 * day }),
@@ -254,10 +243,10 @@ describe('one-off purchases', () => {
       stripeEvent('charge.dispute.created', of('needs_response', opened), { created: opened }),
       stripeEvent('charge.dispute.funds_withdrawn', of('needs_response', opened), { created: opened }),
     );
-    expect((await balanceOf(database.db, bought.user)).purchased).toBe(0);
+    expect((await balanceOf(service.db, bought.user)).purchased).toBe(0);
     await send(stripeEvent('charge.dispute.updated', of('under_review', opened + 3 * day), { created: opened + 3 * day }));
     await send(stripeEvent('charge.dispute.closed', of(outcome, opened + 9 * day), { created: opened + 9 * day }));
-    expect((await balanceOf(database.db, bought.user)).purchased).toBe(credits);
+    expect((await balanceOf(service.db, bought.user)).purchased).toBe(credits);
   });
 
   test('a refund that fails after succeeding: charge.refunded, refund.created, then refund.failed and charge.refund.updated give the credits back', async () => {
@@ -270,12 +259,12 @@ describe('one-off purchases', () => {
       stripeEvent('charge.refunded', charge({ id: bought.chargeId, amount: 1000, amount_refunded: 1000, payment_intent: bought.paymentIntent }), { created: refundedAt }),
       stripeEvent('refund.created', refundOf('succeeded'), { created: refundedAt }),
     );
-    expect((await balanceOf(database.db, bought.user)).purchased).toBe(0);
+    expect((await balanceOf(service.db, bought.user)).purchased).toBe(0);
     await send(
       stripeEvent('refund.failed', refundOf('failed'), { created: refundedAt + 2 * day }),
       stripeEvent('charge.refund.updated', refundOf('failed'), { created: refundedAt + 2 * day }),
     );
-    expect(await bucketLedger(database.db, bought.user, 'purchased')).toEqual([
+    expect(await bucketLedger(service.db, bought.user, 'purchased')).toEqual([
       { delta: 100, reason: 'credit_purchase' },
       { delta: -100, reason: 'refund' },
       { delta: 100, reason: 'refund_failed' },
@@ -284,5 +273,5 @@ describe('one-off purchases', () => {
 });
 
 test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {
-  expect(await checkInvariants(database.db)).toEqual(invariantsHold);
+  expect(await checkInvariants(service.db)).toEqual(invariantsHold);
 });

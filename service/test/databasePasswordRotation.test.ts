@@ -3,12 +3,13 @@
  * password file; the service reads the file for every new connection. Against a PostgreSQL server that
  * checks passwords for real (SCRAM over TCP), with the service as a child process.
  */
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { connectDatabase, type Database } from '../db';
 import { createLogger } from '../logger';
 import { startPrivatePostgres, type PrivatePostgres } from './support/privatePostgres';
+import { runScript } from './support/scriptProcess';
 import { startServiceProcess, stopAllServiceProcesses, waitUntil, type ServiceProcess } from './support/serviceProcess';
 import { checkoutSession, signedDelivery, stripeEvent } from './support/stripeFixtures';
 
@@ -98,4 +99,67 @@ test('ALTER ROLE, then the file: the running service opens its new connections w
   await expect(canConnectWith('second-password')).resolves.toBe(true);
   await service.waitForLog((line) => line.includes('database notification') || line.includes('idle database connection lost'));
   expect(service.logLines.join('\n')).not.toContain('second-password');
+});
+
+/** Purchases delivered back to back by a few senders until stopped; every answer's status. */
+function deliverContinuously(): { stop(): Promise<number[]> } {
+  const statuses: number[] = [];
+  let flowing = true;
+  const senders = Array.from({ length: 4 }, async (_, index) => {
+    for (let round = 0; flowing; round++) statuses.push(await deliverPurchase(`user_flow_${index}_${round % 3}`));
+  });
+  return {
+    async stop() {
+      flowing = false;
+      await Promise.all(senders);
+      return statuses;
+    },
+  };
+}
+
+/** Ends every connection of the service's role while nothing is in flight: the next deliveries need new ones, which log in with the file's password. */
+async function dropServiceConnections(): Promise<void> {
+  await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]);
+  await waitUntil(async () => (await admin.query('SELECT 1 FROM pg_stat_activity WHERE usename = $1', [role])).rowCount === 0, 10_000, 'the connections closed');
+}
+
+test('with a second between ALTER ROLE and the file, new connections wait for the file instead of failing: no delivery fails', async () => {
+  await admin.query(`ALTER ROLE ${role} PASSWORD 'third-password'`);
+  await dropServiceConnections();
+  const flow = deliverContinuously();
+  await new Promise((resolve) => setTimeout(resolve, 1_000)); // the operator between the two steps
+  writePassword('third-password');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const statuses = await flow.stop();
+
+  expect(statuses.length).toBeGreaterThan(8);
+  expect(statuses.filter((status) => status !== 200)).toEqual([]);
+  await service.waitForLog((line) => line.includes('database refused the password'), 5_000); // it did have to wait
+  await expect(canConnectWith('second-password')).resolves.toBe(false);
+});
+
+test('rotate-database-password changes the role and the file one right after the other, as the role itself, printing no password', async () => {
+  const newPassword = 'fourth-password-0123456789abcdef';
+  const flow = deliverContinuously();
+  const result = await runScript(
+    'scripts/rotate-database-password.ts',
+    ['--json'],
+    { PATH: process.env.PATH, HOME: os.tmpdir(), DATABASE_URL: `postgres://${role}@127.0.0.1:${server.port}/credits`, DATABASE_PASSWORD_FILE: passwordFile },
+    30_000,
+    `${newPassword}\n`,
+  );
+  const statuses = await flow.stop();
+  await dropServiceConnections();
+  for (let index = 0; index < 4; index++) statuses.push(await deliverPurchase(`user_after_script_${index}`)); // new connections
+
+  expect(result.stderr).toContain(`role ${role} has a new password`);
+  expect(result.code).toBe(0);
+  expect(JSON.parse(result.stdout)).toEqual({ ok: true, role, password_file: passwordFile });
+  expect(result.stdout + result.stderr).not.toContain(newPassword);
+  expect(readFileSync(passwordFile, 'utf8')).toBe(`${newPassword}\n`);
+  expect(statSync(passwordFile).mode & 0o777).toBe(0o400);
+  await expect(canConnectWith('third-password')).resolves.toBe(false);
+  await expect(canConnectWith(newPassword)).resolves.toBe(true);
+  expect(statuses.filter((status) => status !== 200)).toEqual([]);
+  expect(service.logLines.join('\n')).not.toContain(newPassword);
 });

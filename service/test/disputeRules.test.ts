@@ -9,25 +9,14 @@ import { balanceOf, checkInvariants, invariantsHold } from './support/invariants
 import { bucketLedger, eventRecord, spendCredits } from './support/records';
 import { checkoutSession, dispute, invoicePayment, refund, stripeEvent, stripeId, unixSeconds } from './support/stripeFixtures';
 import { monthlyPeriod, planPrice, SubscriptionStory } from './support/subscriptionStory';
-import { deliver, startTestApp, type DeliveryResponse, type TestApp } from './support/testApp';
-import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+import { deliver, type DeliveryResponse, useAppOnFreshDatabase } from './support/testApp';
 
-let database: TestDatabase;
-let app: TestApp;
-
-beforeAll(async () => {
-  database = await createTestDatabase();
-  app = await startTestApp(database.db);
-});
-afterAll(async () => {
-  await app.close();
-  await database.drop();
-});
+const service = useAppOnFreshDatabase();
 
 const eventsStart = unixSeconds() - 30 * 24 * 3600;
 
 async function send(event: object): Promise<DeliveryResponse['body']> {
-  const response = await deliver(app.webhookUrl, event);
+  const response = await deliver(service.webhookUrl, event);
   expect(response.status).toBe(200);
   return response.body;
 }
@@ -56,12 +45,12 @@ test('disputes are among the event types registered with Stripe (defect 5)', () 
 test('an opened dispute takes back the disputed share; a lost one keeps it taken, even if the credits were spent (defect 5)', async () => {
   const purchase = purchaseOf(100);
   await send(purchase.completed);
-  await spendCredits(database.db, purchase.user, 'purchased', 90);
+  await spendCredits(service.db, purchase.user, 'purchased', 90);
   const id = stripeId('dp');
   await send(purchase.disputeEvent('charge.dispute.created', { id, amount: 1000, status: 'needs_response', created: eventsStart + 100 }));
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: -90, subscription: 0 });
+  expect(await balanceOf(service.db, purchase.user)).toEqual({ purchased: -90, subscription: 0 });
   await send(purchase.disputeEvent('charge.dispute.closed', { id, amount: 1000, status: 'lost', created: eventsStart + 5000 }));
-  expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
+  expect(await bucketLedger(service.db, purchase.user, 'purchased')).toEqual([
     { delta: 100, reason: 'credit_purchase' },
     { delta: -90, reason: 'usage' },
     { delta: -100, reason: 'dispute' },
@@ -76,9 +65,9 @@ test.each([
   await send(purchase.completed);
   const id = stripeId('dp');
   await send(purchase.disputeEvent('charge.dispute.created', { id, amount, status: opened, created: eventsStart + 100 }));
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100 - amount / 10, subscription: 0 });
+  expect(await balanceOf(service.db, purchase.user)).toEqual({ purchased: 100 - amount / 10, subscription: 0 });
   await send(purchase.disputeEvent('charge.dispute.closed', { id, amount, status: closed, created: eventsStart + 5000 }));
-  expect(await bucketLedger(database.db, purchase.user, 'purchased')).toEqual([
+  expect(await bucketLedger(service.db, purchase.user, 'purchased')).toEqual([
     { delta: 100, reason: 'credit_purchase' },
     { delta: -amount / 10, reason: 'dispute' },
     { delta: amount / 10, reason: 'dispute_won' },
@@ -98,7 +87,7 @@ test.each([
     closed: purchase.disputeEvent('charge.dispute.closed', { id, amount: 1000, status: 'won', created: eventsStart + 5000 }),
   };
   for (const name of order) await send(events[name]);
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 100, subscription: 0 });
+  expect(await balanceOf(service.db, purchase.user)).toEqual({ purchased: 100, subscription: 0 });
 });
 
 test('a dispute arriving before its purchase is kept (unmatched) and applied when the purchase arrives', async () => {
@@ -106,7 +95,7 @@ test('a dispute arriving before its purchase is kept (unmatched) and applied whe
   const opened = purchase.disputeEvent('charge.dispute.created', { id: stripeId('dp'), amount: 250, status: 'needs_response', created: eventsStart + 100 });
   expect((await send(opened)).status).toBe('unmatched');
   await send(purchase.completed);
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 75, subscription: 0 });
+  expect(await balanceOf(service.db, purchase.user)).toEqual({ purchased: 75, subscription: 0 });
 });
 
 test('refunds and a dispute of one charge never take back more than the purchase; the refund part first', async () => {
@@ -114,8 +103,8 @@ test('refunds and a dispute of one charge never take back more than the purchase
   await send(purchase.completed);
   await send(stripeEvent('refund.created', refund({ amount: 600, charge: purchase.chargeId, payment_intent: purchase.paymentIntent }), { created: eventsStart + 50 }));
   await send(purchase.disputeEvent('charge.dispute.created', { id: stripeId('dp'), amount: 1000, status: 'needs_response', created: eventsStart + 100 }));
-  expect(await balanceOf(database.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
-  const { rows } = await database.db.query('SELECT credits_refunded AS refunded, credits_disputed AS disputed FROM credit_purchases WHERE payment_intent = $1', [purchase.paymentIntent]);
+  expect(await balanceOf(service.db, purchase.user)).toEqual({ purchased: 0, subscription: 0 });
+  const { rows } = await service.db.query('SELECT credits_refunded AS refunded, credits_disputed AS disputed FROM credit_purchases WHERE payment_intent = $1', [purchase.paymentIntent]);
   expect(rows).toEqual([{ refunded: 60, disputed: 40 }]);
 });
 
@@ -128,10 +117,10 @@ test('a dispute of a subscription invoice’s payment is processed with a note a
   await send(stripeEvent('invoice_payment.paid', payment, { created: eventsStart }));
   const opened = stripeEvent('charge.dispute.created', dispute({ amount: 3000, payment_intent: payment.payment.payment_intent as string }), { created: eventsStart + 100 });
   expect((await send(opened)).status).toBe('processed');
-  expect(await eventRecord(database.db, opened.id)).toMatchObject({ error: expect.stringContaining('subscription credits are not taken back') });
-  expect(await balanceOf(database.db, story.user)).toEqual({ purchased: 0, subscription: 300 });
+  expect(await eventRecord(service.db, opened.id)).toMatchObject({ error: expect.stringContaining('subscription credits are not taken back') });
+  expect(await balanceOf(service.db, story.user)).toEqual({ purchased: 0, subscription: 300 });
 });
 
 test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {
-  expect(await checkInvariants(database.db)).toEqual(invariantsHold);
+  expect(await checkInvariants(service.db)).toEqual(invariantsHold);
 });

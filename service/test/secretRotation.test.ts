@@ -6,6 +6,8 @@ import { captureLogger, deliver, startTestApp, type TestApp } from './support/te
 import { checkoutSession, stripeEvent } from './support/stripeFixtures';
 import { parseSecrets, SecretFileError, watchSecretFile, type SecretStore } from '../webhook/secretStore';
 import { fingerprintSecret } from '../webhook/secretFingerprint';
+import { verifyStripeSignature } from '../webhook/verifySignature';
+import { signedDelivery } from './support/stripeFixtures';
 
 const oldSecret = 'whsec_old_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
 const newSecret = 'whsec_new_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb';
@@ -54,6 +56,25 @@ describe('the secrets file', () => {
 
   test('an empty file is an error', () => {
     expect(() => parseSecrets('\n \n', 'the file')).toThrow(/no webhook signing secret/);
+  });
+});
+
+describe('which secret a delivery is credited to', () => {
+  // The file after `rotate-webhook-secret` added the new secret: the old line first, the new one last.
+  const inForce = parseSecrets(`${oldSecret}\n${newSecret}\n`, 'test');
+  const creditedFingerprint = (signers: string[]) => {
+    const delivery = signedDelivery(stripeEvent('checkout.session.completed', checkoutSession()), signers);
+    return verifyStripeSignature({ body: delivery.body, signatureHeader: delivery.headers['stripe-signature'], secrets: inForce, nowMillis: Date.now(), toleranceSeconds: 300 });
+  };
+
+  test('a delivery signed with both secrets (a Dashboard roll) counts for the newest, whatever the order of its signatures', () => {
+    expect(creditedFingerprint([oldSecret, newSecret])).toBe(fingerprintSecret(newSecret));
+    expect(creditedFingerprint([newSecret, oldSecret])).toBe(fingerprintSecret(newSecret));
+  });
+
+  test('a delivery signed with the old secret alone counts for the old one: it still needs it', () => {
+    expect(creditedFingerprint([oldSecret])).toBe(fingerprintSecret(oldSecret));
+    expect(creditedFingerprint([newSecret])).toBe(fingerprintSecret(newSecret));
   });
 });
 
@@ -110,7 +131,7 @@ describe('reloading without a restart', () => {
     const store = await watchSecretFile(file, { logger, pollIntervalMillis: 50 });
     try {
       await replaceAtomically(file, 'whsec_ok_but\nnot-a-secret-value\n');
-      await waitFor(() => lines.some((line) => line.includes('keeping the previous secrets')));
+      await waitFor(() => lines.some((line) => line.includes('webhook signing secrets: file invalid; keeping the previous value')));
       expect(fingerprints(store)).toEqual([fingerprintSecret(oldSecret)]);
       expect(lines.join('\n')).not.toContain('not-a-secret-value');
       await replaceAtomically(file, '');
@@ -171,6 +192,22 @@ describe('rotation while deliveries flow', () => {
       expect(metrics).toContain(`fingerprint="${fingerprintSecret(oldSecret)}"`);
       expect(metrics).toContain(`fingerprint="${fingerprintSecret(newSecret)}"`);
       expect(metrics).not.toContain(oldSecret);
+
+      // /webhook-secrets: what this process has loaded and verified, by fingerprint only.
+      const usageText = await (await fetch(`${app.url}/webhook-secrets`)).text();
+      expect(usageText).not.toContain(oldSecret);
+      expect(usageText).not.toContain(newSecret);
+      const usage = JSON.parse(usageText) as { counting_since: string; fingerprints: { fingerprint: string; loaded: boolean; verified_deliveries: number; last_verified_at: string | null }[] };
+      expect(usage.fingerprints.map(({ fingerprint, loaded }) => ({ fingerprint, loaded }))).toEqual([
+        { fingerprint: fingerprintSecret(newSecret), loaded: true },
+        { fingerprint: fingerprintSecret(oldSecret), loaded: false },
+      ]);
+      const verified = usage.fingerprints.reduce((total, entry) => total + entry.verified_deliveries, 0);
+      expect(verified).toBe(statuses.length);
+      expect(usage.fingerprints[0]!.verified_deliveries).toBeGreaterThanOrEqual(20);
+      expect(Date.parse(usage.fingerprints[0]!.last_verified_at!)).toBeGreaterThan(Date.now() - 60_000);
+      // What a quiet period can be measured from: this process's start, before any delivery it counted.
+      expect(Date.parse(usage.counting_since)).toBeLessThanOrEqual(Date.parse(usage.fingerprints[1]!.last_verified_at!));
     } finally {
       await app.close();
       store.close();

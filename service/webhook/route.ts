@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics';
 import { recordFailedEvent } from './eventLog';
 import { processEvent, type EventContext } from './processEvent';
 import type { SecretStore } from './secretStore';
+import type { SecretUsage } from './secretUsage';
 import { MalformedEventError, parseStripeEvent } from './stripeEvent';
 import { verifyStripeSignature, WebhookVerificationError } from './verifySignature';
 
@@ -18,6 +19,7 @@ const retryAfterSeconds = 5;
 export interface WebhookDeps {
   db: Database;
   secrets: SecretStore;
+  secretUsage: SecretUsage;
   logger: Logger;
   metrics: Metrics;
   eventContext: EventContext;
@@ -52,6 +54,7 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
       return reject(ctx, 400, error.reason, error.message);
     }
     metrics.secretVerifications.inc({ fingerprint });
+    deps.secretUsage.recordVerified(fingerprint, receivedAtMillis);
 
     let event;
     try {

@@ -36,6 +36,10 @@ const hexSignaturePattern = /^[0-9a-f]{64}$/;
  * Checks a Stripe-Signature header against every secret in force (several during a rotation) with
  * stripe-node's verifier, and returns the fingerprint of the secret that matched. The age window is
  * enforced here in both directions, since stripe-node accepts timestamps from the future.
+ *
+ * Secrets are tried newest first (the file's last line is the newest: a rotation appends). During a
+ * Dashboard roll Stripe signs each delivery with both secrets, and the delivery must be credited to the
+ * new one: then "no delivery verified with the old secret for a while" means retiring it rejects nothing.
  */
 export function verifyStripeSignature({ body, signatureHeader, secrets, nowMillis, toleranceSeconds }: VerifyOptions): string {
   if (!signatureHeader) throw new WebhookVerificationError('missing_signature');
@@ -50,7 +54,7 @@ export function verifyStripeSignature({ body, signatureHeader, secrets, nowMilli
   if (Math.abs(nowMillis / 1000 - timestampSeconds) > toleranceSeconds) {
     throw new WebhookVerificationError('timestamp_outside_tolerance');
   }
-  for (const secret of secrets) {
+  for (const secret of [...secrets].reverse()) {
     try {
       stripeSignature.verifyHeader(body, header, secret.value, toleranceSeconds, undefined, nowMillis);
       return secret.fingerprint;

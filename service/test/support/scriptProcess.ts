@@ -16,14 +16,18 @@ export interface ScriptRun {
 
 const defaultDeadlineMillis = 30_000;
 
-export function runScript(file: string, args: string[], env: NodeJS.ProcessEnv, deadlineMillis = defaultDeadlineMillis): Promise<ScriptRun> {
+/** `stdin`, when given, is written to the script's standard input (secrets are given that way, never as arguments). */
+export function runScript(file: string, args: string[], env: NodeJS.ProcessEnv, deadlineMillis = defaultDeadlineMillis, stdin?: string): Promise<ScriptRun> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       ['--import', 'tsx', path.resolve(repositoryRoot, file), ...args],
       { cwd: repositoryRoot, env, timeout: deadlineMillis, killSignal: 'SIGKILL' },
       (error, stdout, stderr) => resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
     );
+    // A script may exit before reading its input (a usage error): that is not the test's failure.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(stdin ?? '');
   });
 }
 

@@ -9,16 +9,21 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-/** A loopback TCP proxy the test controls, to cut and restore the service's database connections. */
-export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
+/**
+ * A loopback TCP proxy the test controls, to cut and restore the service's database connections. Given
+ * several ports, it spreads connections over them in turn (a load balancer in front of replicas).
+ */
+export async function startTcpProxy(targetPort: number | readonly number[], targetHost = '127.0.0.1'): Promise<TcpProxy> {
   const open = new Set<net.Socket>();
+  const targets = typeof targetPort === 'number' ? [targetPort] : targetPort;
+  let connections = 0;
   let isCut = false;
   const server = net.createServer((client) => {
     if (isCut) {
       client.destroy();
       return;
     }
-    const upstream = net.connect(targetPort, targetHost);
+    const upstream = net.connect(targets[connections++ % targets.length]!, targetHost);
     open.add(client);
     open.add(upstream);
     const teardown = () => {

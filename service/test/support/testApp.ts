@@ -8,6 +8,7 @@ import { createLogger, type Logger } from '../../logger';
 import { webhookPath } from '../../webhook/route';
 import { fixedSecrets, type SecretStore } from '../../webhook/secretStore';
 import { signedDelivery } from './stripeFixtures';
+import { createTestDatabase, type TestDatabase } from './testDatabase';
 
 export const testWebhookSecret = 'whsec_test_0123456789abcdef0123456789abcdef';
 
@@ -82,4 +83,40 @@ export async function deliver(
     // Non-JSON answers (e.g. from a proxy) are checked by status alone.
   }
   return { status: response.status, body, headers: response.headers };
+}
+
+export interface AppOnFreshDatabase {
+  /** The test database's connection (after `beforeAll`). */
+  readonly db: Database;
+  /** Where signed deliveries go (after `beforeAll`). */
+  readonly webhookUrl: string;
+}
+
+/**
+ * For a test file or a describe block: a database of its own and the real app on it, created before its
+ * tests and dropped after them.
+ */
+export function useAppOnFreshDatabase(options: TestAppOptions = {}): AppOnFreshDatabase {
+  let database: TestDatabase | undefined;
+  let app: TestApp | undefined;
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    app = await startTestApp(database.db, options);
+  });
+  afterAll(async () => {
+    await app?.close();
+    await database?.drop();
+  });
+  const started = () => {
+    if (!database || !app) throw new Error('useAppOnFreshDatabase: used outside a test (its beforeAll has not run)');
+    return { database, app };
+  };
+  return {
+    get db() {
+      return started().database.db;
+    },
+    get webhookUrl() {
+      return started().app.webhookUrl;
+    },
+  };
 }
