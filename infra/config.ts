@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
-import { ConfigError, minimumKeyBytes, parseCheckoutReturnUrl, parseJwksUrl, parseOrigins } from '../service/config';
+import { ConfigError, minimumKeyBytes, parseCheckoutReturnUrl, parseJwksUrl, parseOrigins, parseReplayInterval } from '../service/config';
 import { parseCatalog } from '../service/credits/catalog';
 import { webhookPath } from '../service/webhook/route';
 import { STRIPE_API_BASE, stripeKeyMode, type StripeMode } from './stripeWebhookEndpoint';
@@ -62,6 +62,8 @@ export interface DeployConfig {
     checkoutUrls: { successUrl: string; cancelUrl: string } | undefined;
     /** Content of the credit catalog JSON, validated with the service's own parser. */
     creditCatalog: string | undefined;
+    /** Seconds between the replicas' periodic replays of Stripe's events (one at a time); undefined: off. */
+    replayIntervalSeconds: number | undefined;
   };
   nginx: { image: string; webhookRatePerSecond: number; webhookBurst: number };
 }
@@ -76,6 +78,7 @@ export const configDefaults = {
   serviceCpus: '1',
   logLevel: 'info',
   webhookMaxBodyBytes: 1024 * 1024,
+  stripeReplayIntervalSeconds: 0,
   // Pinned by digest (the tag says what it is, the digest what runs): an image changes only when this does.
   postgresImage: 'postgres:17-bookworm@sha256:4f736ae292687621d4dbe0d499ffd024a36bd2ee7d8ca6f2ccd4c800f047b394',
   httpsPort: 443,
@@ -279,6 +282,9 @@ export function loadDeployConfig(): DeployConfig {
     ? serviceRule(() => ({ successUrl: parseCheckoutReturnUrl(successUrl, 'billingSuccessUrl'), cancelUrl: parseCheckoutReturnUrl(cancelUrl, 'billingCancelUrl') }))
     : undefined;
 
+  const replayInterval = integer('stripeReplayIntervalSeconds', configDefaults.stripeReplayIntervalSeconds, 0, 86_400);
+  const replayIntervalSeconds = serviceRule(() => parseReplayInterval(String(replayInterval), 'stripeReplayIntervalSeconds'));
+
   const cpus = text('serviceCpus', configDefaults.serviceCpus);
   if (!/^\d+(\.\d+)?$/.test(cpus) || Number(cpus) <= 0) throw configError(`serviceCpus must be a positive number such as 0.5, got "${cpus}".`);
 
@@ -326,6 +332,7 @@ export function loadDeployConfig(): DeployConfig {
       corsAllowedOrigins,
       checkoutUrls,
       creditCatalog,
+      replayIntervalSeconds,
     },
     nginx: {
       image: image('nginxImage', configDefaults.nginxImage),

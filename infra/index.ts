@@ -220,6 +220,8 @@ for (let index = 0; index < cfg.replicas; index++) {
           ...(cfg.service.creditCatalog ? [`CREDIT_CATALOG_FILE=${serviceSecrets}/credit_catalog`] : []),
           ...billingApiEnv,
           `WEBHOOK_MAX_BODY_BYTES=${cfg.service.maxBodyBytes}`,
+          // Opt-in: every replica runs the timer, one at a time replays (an advisory lock in PostgreSQL).
+          ...(cfg.service.replayIntervalSeconds ? [`STRIPE_REPLAY_INTERVAL_SECONDS=${cfg.service.replayIntervalSeconds}`] : []),
           `LOG_LEVEL=${cfg.service.logLevel}`,
         ],
         mounts: [{ type: 'bind', source: `${cfg.secretsDir}/service`, target: serviceSecrets, readOnly: true }],

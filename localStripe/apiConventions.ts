@@ -8,7 +8,7 @@ import type { FormObject, FormValue } from './form';
 export type StripeErrorType = 'invalid_request_error' | 'api_error' | 'idempotency_error';
 
 export interface StripeErrorBody {
-  error: { type: StripeErrorType; message: string; param?: string; code?: string };
+  error: { type: StripeErrorType; message: string; param?: string; code?: string; doc_url?: string };
 }
 
 /** One failed API call: an HTTP status plus the Stripe-shaped `{ error }` body. */
@@ -16,20 +16,21 @@ export class StripeApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
-    readonly details: { type?: StripeErrorType; param?: string; code?: string } = {},
+    readonly details: { type?: StripeErrorType; param?: string; code?: string; docUrl?: string } = {},
   ) {
     super(message);
     this.name = 'StripeApiError';
   }
 
   body(): StripeErrorBody {
-    const { type = this.status >= 500 ? 'api_error' : 'invalid_request_error', param, code } = this.details;
+    const { type = this.status >= 500 ? 'api_error' : 'invalid_request_error', param, code, docUrl } = this.details;
     return {
       error: {
         type,
         message: this.message,
         ...(param === undefined ? {} : { param }),
         ...(code === undefined ? {} : { code }),
+        ...(docUrl === undefined ? {} : { doc_url: docUrl }),
       },
     };
   }

@@ -52,6 +52,8 @@ export interface RecordedRequest {
   livemode: boolean | null;
   /** The status the local Stripe answered with. */
   status: number;
+  /** When the request arrived (Date.now()). */
+  receivedAtMillis: number;
 }
 
 export interface DeliverOptions {
@@ -121,6 +123,11 @@ export interface LocalStripe {
   acceptOnlyApiKeys(keys: readonly string[] | undefined): void;
   /** The next `count` API requests (after recording them) fail with `status` and a Stripe error body. */
   failNext(count: number, status: number): void;
+  /**
+   * The next `count` API requests are refused by Stripe's rate limiter: 429, `Stripe-Rate-Limited-Reason`, the
+   * `rate_limit` error body. Stripe documents no Retry-After for it; `retryAfterSeconds` adds one.
+   */
+  rateLimitNext(count: number, options?: { retryAfterSeconds?: number; reason?: RateLimitedReason }): void;
   /** POSTs the event to `url` signed as Stripe signs it; resolves with the receiver's answer. */
   deliver(event: object | string, url: string, options?: DeliverOptions): Promise<DeliveryResult>;
   /** Delivers to every enabled endpoint of the event's mode subscribed to its type (or '*'), one by one. */
@@ -148,7 +155,7 @@ class LocalStripeServer implements LocalStripe {
   private port = 0;
   private closing: Promise<void> | undefined;
   private readonly recorded: RecordedRequest[] = [];
-  private pendingFailures: number[] = [];
+  private pendingFailures: PendingFailure[] = [];
   private validApiKeys: ReadonlySet<string> | undefined;
   private readonly commerce = new LocalCommerce(
     (sessionId) => `${this.baseUrl}/c/pay/${sessionId}`,
@@ -282,7 +289,15 @@ class LocalStripeServer implements LocalStripe {
     if (!Number.isInteger(status) || status < 400 || status > 599) {
       throw new RangeError('failNext status must be an HTTP error status (400–599)');
     }
-    this.pendingFailures.push(...Array<number>(count).fill(status));
+    this.pendingFailures.push(...Array.from({ length: count }, (): PendingFailure => ({ status })));
+  }
+
+  rateLimitNext(count: number, options: { retryAfterSeconds?: number; reason?: RateLimitedReason } = {}): void {
+    if (!Number.isInteger(count) || count < 1) {
+      throw new RangeError('rateLimitNext count must be a positive integer');
+    }
+    const rateLimit = { reason: options.reason ?? 'global-rate', retryAfterSeconds: options.retryAfterSeconds };
+    this.pendingFailures.push(...Array.from({ length: count }, (): PendingFailure => ({ status: 429, rateLimit })));
   }
 
   // -- HTTP plumbing ----------------------------------------------------------------------------
@@ -301,6 +316,7 @@ class LocalStripeServer implements LocalStripe {
       headers: headersWithoutAuthorization,
       livemode,
       status: 0,
+      receivedAtMillis: Date.now(),
     };
     this.recorded.push(record);
 
@@ -311,9 +327,14 @@ class LocalStripeServer implements LocalStripe {
       const rawBody = await readBody(req);
       record.query = decodeStripeForm(url.search.slice(1));
       record.body = decodeRequestBody(rawBody, req.headers['content-type']);
-      const injectedStatus = this.pendingFailures.shift();
-      if (injectedStatus !== undefined) {
-        throw new StripeApiError(injectedStatus, `Simulated ${injectedStatus} failure (local Stripe failNext).`);
+      const injected = this.pendingFailures.shift();
+      if (injected?.rateLimit) {
+        responseHeaders['stripe-rate-limited-reason'] = injected.rateLimit.reason;
+        if (injected.rateLimit.retryAfterSeconds !== undefined) responseHeaders['retry-after'] = String(injected.rateLimit.retryAfterSeconds);
+        throw rateLimited();
+      }
+      if (injected !== undefined) {
+        throw new StripeApiError(injected.status, `Simulated ${injected.status} failure (local Stripe failNext).`);
       }
       if (livemode === null || (this.validApiKeys && !this.validApiKeys.has(bearerKey(authorization) ?? ''))) {
         throw unauthenticated(authorization);
@@ -402,6 +423,22 @@ class LocalStripeServer implements LocalStripe {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/** The values Stripe documents for `Stripe-Rate-Limited-Reason`. */
+export type RateLimitedReason = 'global-rate' | 'endpoint-rate' | 'global-concurrency' | 'endpoint-concurrency' | 'resource-specific';
+
+interface PendingFailure {
+  status: number;
+  rateLimit?: { reason: RateLimitedReason; retryAfterSeconds: number | undefined };
+}
+
+/** What Stripe answers over its rate limit (stripe-node makes it a StripeRateLimitError). */
+function rateLimited(): StripeApiError {
+  return new StripeApiError(429, 'Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.', {
+    code: 'rate_limit',
+    docUrl: 'https://stripe.com/docs/error-codes/rate-limit',
+  });
+}
 
 function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;

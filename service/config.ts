@@ -38,6 +38,8 @@ export interface Config {
   /** Where Stripe Checkout sends the buyer back; absent outside production: the service's own /billing/ page. */
   billingSuccessUrl: string | undefined;
   billingCancelUrl: string | undefined;
+  /** Seconds between two periodic replays of Stripe's events (one replica at a time); undefined: off. */
+  stripeReplayIntervalSeconds: number | undefined;
   /** Development only, with neither STRIPE_API_KEY nor STRIPE_API_BASE set: an in-process local Stripe. */
   useLocalStripe: boolean;
   dataDir: string;
@@ -51,6 +53,8 @@ const defaultPort = 3000;
 const defaultWebhookMaxBodyBytes = 1024 * 1024;
 const defaultDatabasePoolMax = 10;
 const defaultStripeApiBase = 'https://api.stripe.com';
+/** A day: a replay lists events of the last 30 days, and a longer gap would only delay the healing. */
+const maxReplayIntervalSeconds = 86_400;
 const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 /** HS256 keys shorter than the hash (RFC 7518 §3.2) are refused; so are shorter service tokens. */
 export const minimumKeyBytes = 32;
@@ -107,6 +111,12 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`SERVICE_API_TOKEN (or the file named by SERVICE_API_TOKEN_FILE) is shorter than ${minimumKeyBytes} bytes; use a random token such as \`openssl rand -hex 32\`.`);
   }
 
+  const useLocalStripe = !production && stripeApiKey === undefined && nonEmpty(env.STRIPE_API_BASE) === undefined;
+  const stripeReplayIntervalSeconds = parseReplayInterval(nonEmpty(env.STRIPE_REPLAY_INTERVAL_SECONDS), 'STRIPE_REPLAY_INTERVAL_SECONDS');
+  if (stripeReplayIntervalSeconds !== undefined && stripeApiKey === undefined && !useLocalStripe) {
+    throw new ConfigError('STRIPE_REPLAY_INTERVAL_SECONDS needs STRIPE_API_KEY (or STRIPE_API_KEY_FILE): the replay reads events from the Stripe API. Set the key, or unset the interval.');
+  }
+
   const logLevel = nonEmpty(env.LOG_LEVEL) ?? 'info';
   if (!logLevels.includes(logLevel)) {
     throw new ConfigError(`LOG_LEVEL must be one of ${logLevels.join(', ')}, got "${logLevel}".`);
@@ -135,7 +145,8 @@ export function loadConfig(env: Env = process.env): Config {
     corsAllowedOrigins: parseOrigins(nonEmpty(env.CORS_ALLOWED_ORIGINS) ?? '', 'CORS_ALLOWED_ORIGINS'),
     billingSuccessUrl: optional(env, 'BILLING_SUCCESS_URL', parseCheckoutReturnUrl),
     billingCancelUrl: optional(env, 'BILLING_CANCEL_URL', parseCheckoutReturnUrl),
-    useLocalStripe: !production && stripeApiKey === undefined && nonEmpty(env.STRIPE_API_BASE) === undefined,
+    stripeReplayIntervalSeconds,
+    useLocalStripe,
     dataDir: path.resolve(nonEmpty(env.DATA_DIR) ?? '.data'),
   };
 }
@@ -209,6 +220,16 @@ export function isLoopbackHost(hostname: string): boolean {
 
 // The parsers below are shared with the deployment (infra/config.ts), which checks the same settings before
 // it deploys them; `name` is the setting's name in the caller's terms.
+
+/** Seconds between periodic replays, 1 to a day; empty or 0: off. */
+export function parseReplayInterval(raw: string | undefined, name: string): number | undefined {
+  if (raw === undefined || raw.trim() === '' || raw.trim() === '0') return undefined;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value > maxReplayIntervalSeconds) {
+    throw new ConfigError(`${name} must be a whole number of seconds from 1 to ${maxReplayIntervalSeconds} (0 or empty: off), got "${raw}".`);
+  }
+  return value;
+}
 
 /** The product's JSON Web Key Set: https (http only on loopback, for development). */
 export function parseJwksUrl(raw: string, name: string): URL {

@@ -13,6 +13,13 @@ export interface Database extends Queryable {
   withTransaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
   /** Calls `onNotification(payload)` for each NOTIFY on `channel`, reconnecting after failures. */
   listen(channel: string, onNotification: (payload: string) => void, onReconnect?: () => void): Promise<() => Promise<void>>;
+  /**
+   * Runs `work` while this process holds the session-level advisory lock `key`, taken with pg_try_advisory_lock
+   * on a connection of its own (not one of the pool's, which `work` uses): `{ acquired: false }` at once when
+   * another session holds it. Should that connection drop meanwhile, the server releases the lock while `work`
+   * still runs; use it to avoid duplicate work, never as the only guard of correctness.
+   */
+  withExclusiveLock<T>(key: number, work: () => Promise<T>): Promise<{ acquired: false } | { acquired: true; value: T }>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -196,9 +203,25 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
     };
   }
 
+  async function withExclusiveLock<T>(key: number, work: () => Promise<T>): Promise<{ acquired: false } | { acquired: true; value: T }> {
+    const client = new pg.Client({ ...connection, connectionTimeoutMillis, application_name: 'stripe-credits-webhook-lock' });
+    // A dropped connection ends the lock; the error must not end the process.
+    client.on('error', (error) => logger.warn({ err: describeError(error), lockKey: key }, 'database connection holding an advisory lock lost'));
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ acquired: boolean }>('SELECT pg_try_advisory_lock($1) AS acquired', [key]);
+      if (!rows[0]?.acquired) return { acquired: false };
+      return { acquired: true, value: await work() };
+    } finally {
+      // Closing the session releases its advisory locks.
+      await client.end().catch(() => undefined);
+    }
+  }
+
   return {
     query,
     withTransaction,
+    withExclusiveLock,
     listen,
     async ping() {
       await query('SELECT 1');

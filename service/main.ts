@@ -10,6 +10,7 @@ import { startDevelopmentStripe, type DevelopmentStripe } from './developmentStr
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './embeddedDatabase';
 import { createLogger, logDestination, type Logger } from './logger';
 import { runMigrations } from './migrations';
+import { startPeriodicReplay } from './replay/periodicReplay';
 import { databaseStartupError, listenStartupError, migrationStartupError, StartupError, startupExitCodes, unexpectedStartupError } from './startupFailure';
 import { createStripeClient, stripeReaders, watchStripeApiKeyFile } from './stripeApi';
 import { listenForBalanceChanges } from './users/balanceChanges';
@@ -104,6 +105,19 @@ async function startServiceSteps(config: Config, logger: Logger, startedAtMillis
   // Runs before the database closes: the last batch of changes reaches the other replicas.
   undo.push(() => app.balanceChanges.flush());
   undo.push(await listenForBalanceChanges(db, app.balanceChanges));
+  if (config.stripeReplayIntervalSeconds !== undefined && stripe) {
+    const replay = startPeriodicReplay({
+      db,
+      stripe,
+      eventContext: { catalog, ...stripeReaders(stripe) },
+      stripeMode: config.stripeMode,
+      intervalSeconds: config.stripeReplayIntervalSeconds,
+      logger,
+      // As the webhook route does after its commit: every replica's open balance streams see the change.
+      onBalanceChanged: (userId) => app.balanceChanges.changed(userId),
+    });
+    undo.push(replay.stop);
+  }
 
   const server = createServer(app.callback);
   server.keepAliveTimeout = keepAliveTimeoutMillis;

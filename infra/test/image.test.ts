@@ -6,7 +6,7 @@
  * stage's full `npm ci` is this repository's installed node_modules (same lock file), and apt-get (tini)
  * is skipped.
  */
-import { execSync } from 'node:child_process';
+import { execFileSync, execSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -164,6 +164,12 @@ test('it verifies and applies a signed webhook with production dependencies only
 
   expect(response.status).toBe(200);
   await expect(response.json()).resolves.toEqual({ received: true, status: 'processed' });
+});
+
+test('the replay script answers there as README says (node dist/scripts/replay-events.js), with production dependencies only', () => {
+  const run = (args: string[]) => execFileSync(process.execPath, ['dist/scripts/replay-events.js', ...args], { cwd: image.dir, env: { PATH: process.env.PATH, ...image.env }, encoding: 'utf8' });
+  // Every module it imports (cli-progress, stripe, pg, the service's) loads before --help is answered.
+  expect(run(['--help'])).toMatch(/^Usage: npm run replay-events\b[\s\S]*node dist\/scripts\/replay-events\.js/);
 });
 
 test('without DATABASE_URL outside production it says the embedded database is a development tool, and exits', async () => {

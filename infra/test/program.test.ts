@@ -618,6 +618,26 @@ describe('the billing API’s settings', () => {
   });
 });
 
+describe('the periodic replay setting', () => {
+  const replayEnv = (run: ProgramRun) => replicas(run).map((replica) => envOf(replica).filter((entry) => entry.startsWith('STRIPE_REPLAY_')));
+
+  test('stripeReplayIntervalSeconds reaches every replica, where the service reads it; off (absent) by default', async () => {
+    const run = await runProgram('live', { stripeReplayIntervalSeconds: '300' });
+    expect(replayEnv(run)).toEqual([['STRIPE_REPLAY_INTERVAL_SECONDS=300'], ['STRIPE_REPLAY_INTERVAL_SECONDS=300']]);
+    // The variable's name and value are the ones the service's own loadConfig reads.
+    const env = Object.fromEntries(replayEnv(run)[0]!.map((entry) => entry.split(/=(.*)/s).slice(0, 2)));
+    const production = { NODE_ENV: 'production', STRIPE_MODE: 'live', STRIPE_API_KEY: 'sk_live_x', STRIPE_WEBHOOK_SECRET: 'whsec_x', DATABASE_URL: 'postgres://db/x' };
+    expect(loadConfig({ ...production, ...env }).stripeReplayIntervalSeconds).toBe(300);
+    expect(replayEnv(await runProgram('live'))).toEqual([[], []]);
+    expect(replayEnv(await runProgram('test', { stripeReplayIntervalSeconds: '0' }))).toEqual([[], []]);
+  });
+
+  test('an interval out of range stops the deployment, naming the key', async () => {
+    await expect(runProgram('test', { stripeReplayIntervalSeconds: '86401' })).rejects.toThrow(/stripeReplayIntervalSeconds must be a whole number from 0 to 86400/);
+    await expect(runProgram('test', { stripeReplayIntervalSeconds: '-1' })).rejects.toThrow(/stripeReplayIntervalSeconds must be a whole number/);
+  });
+});
+
 describe('backups and protection', () => {
   test('the stack’s PostgreSQL is dumped on a schedule into a host directory, with the retention from config, its password from its file', async () => {
     const run = await runProgram('test', { backupIntervalHours: '6', backupRetentionDays: '30' });

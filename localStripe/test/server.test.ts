@@ -326,6 +326,32 @@ describe('events', () => {
     );
   });
 
+  it('pages with ending_before towards newer events, keeping the types[] and created filters, as Stripe does', async () => {
+    const events = seedEvents(7);
+    const refund = stripeEvent('charge.refunded', charge({ refunded: true }), { created: BASE_CREATED + 3 });
+    fake.addEvent(refund);
+    const client = stripeClient();
+    const filters = { types: ['checkout.session.completed'], created: { gte: BASE_CREATED + 1 } };
+
+    // From the oldest matching event, each page holds the events just newer than the cursor, newest first.
+    const newer = await client.events.list({ ...filters, limit: 2, ending_before: events[1]?.id });
+    expect(newer.data.map((event) => event.id)).toEqual([events[3]?.id, events[2]?.id]);
+    expect(newer.has_more).toBe(true);
+    // stripe-node's auto-pagination with ending_before walks them oldest to newest.
+    const walked = await client.events.list({ ...filters, limit: 2, ending_before: events[1]?.id }).autoPagingToArray({ limit: 100 });
+    expect(walked.map((event) => event.id)).toEqual(events.slice(2).map((event) => event.id));
+    expect(walked.map((event) => event.type)).not.toContain('charge.refunded');
+  });
+
+  it('lists events of the same second newest first in the order they were created', async () => {
+    const first = stripeEvent('checkout.session.completed', checkoutSession(), { created: BASE_CREATED });
+    const second = stripeEvent('charge.refunded', charge({ refunded: true }), { created: BASE_CREATED });
+    fake.addEvent(first);
+    fake.addEvent(second);
+    const listed = await stripeClient().events.list({ types: ['checkout.session.completed', 'charge.refunded'], created: { gte: BASE_CREATED } });
+    expect(listed.data.map((event) => event.id)).toEqual([second.id, first.id]);
+  });
+
   it('retrieves an event by id only in its own mode', async () => {
     const [liveEvent] = seedEvents(1, true);
     const id = liveEvent?.id as string;
@@ -421,6 +447,24 @@ describe('failNext', () => {
     const idempotencyKeys = new Set(fake.requests.map((request) => request.headers['idempotency-key']));
     expect(idempotencyKeys.size).toBe(1);
     expect(fake.webhookEndpoints()).toHaveLength(1);
+  });
+});
+
+describe('rateLimitNext', () => {
+  it("answers 429 with Stripe's rate-limit error and header, which stripe-node reads as a StripeRateLimitError, then recovers", async () => {
+    const client = stripeClient(TEST_KEY, { maxNetworkRetries: 2 });
+    fake.rateLimitNext(1);
+    fake.rateLimitNext(1, { retryAfterSeconds: 3, reason: 'endpoint-rate' });
+
+    const first = await client.events.list().catch((error: unknown) => error);
+    expect(first).toMatchObject({ type: 'StripeRateLimitError', statusCode: 429, code: 'rate_limit', doc_url: 'https://stripe.com/docs/error-codes/rate-limit' });
+    expect((first as { headers: Record<string, string> }).headers).toMatchObject({ 'stripe-rate-limited-reason': 'global-rate' });
+    expect((first as { headers: Record<string, string> }).headers['retry-after']).toBeUndefined();
+    const second = await client.events.list().catch((error: unknown) => error);
+    expect((second as { headers: Record<string, string> }).headers).toMatchObject({ 'stripe-rate-limited-reason': 'endpoint-rate', 'retry-after': '3' });
+    await expect(client.events.list()).resolves.toMatchObject({ object: 'list' });
+    // stripe-node does not retry a 429 by itself: each refusal was one request.
+    expect(fake.requests.map((request) => request.status)).toEqual([429, 429, 200]);
   });
 });
 

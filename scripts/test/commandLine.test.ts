@@ -53,7 +53,7 @@ async function tablesIn(db: Database): Promise<string[]> {
 }
 
 test('the scripts checked here are the ones package.json runs', async () => {
-  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'doctor', 'make-token', 'migrate', 'recover-events', 'rotate-database-password', 'rotate-webhook-secret', 'send-test-event']);
+  expect((await typeScriptScripts()).map(([name]) => name).sort()).toEqual(['bench', 'doctor', 'make-token', 'migrate', 'replay-events', 'rotate-database-password', 'rotate-webhook-secret', 'send-test-event']);
 });
 
 test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --help leaves an empty database empty)', async () => {
@@ -65,7 +65,7 @@ test('--help prints the usage on stdout, exits 0 and changes nothing (migrate --
   }
   expect(await tablesIn(emptyDatabase)).toEqual([]);
   expect(await readdir(dataDir)).toEqual([]);
-});
+}, 90_000); // seven script processes, one after another, on a busy two-core machine
 
 test('an unknown option prints the problem and the usage on stderr and exits 2, changing nothing', async () => {
   for (const [name, file] of await typeScriptScripts()) {
@@ -76,12 +76,14 @@ test('an unknown option prints the problem and the usage on stderr and exits 2, 
   }
   expect(await tablesIn(emptyDatabase)).toEqual([]);
   expect(await readdir(dataDir)).toEqual([]);
-});
+}, 90_000); // seven script processes, one after another, on a busy two-core machine
 
 test('a malformed value is a usage error too (exit 2, naming the option)', async () => {
   const cases: Array<[string, string[], string]> = [
     ['scripts/bench/run.ts', ['--levels', '1,eight'], '--levels must be a whole number'],
-    ['scripts/recover-missed-events.ts', ['--since', 'yesterday'], '--since must look like 72h, 3d or an ISO date'],
+    ['scripts/replay-events.ts', ['--since', 'yesterday'], '--since must look like 72h, 3d or an ISO date'],
+    ['scripts/replay-events.ts', ['--event', 'ch_123'], '--event takes a Stripe event id'],
+    ['scripts/replay-events.ts', ['--event', 'evt_1', '--since', '3d'], '--event and --since do not go together'],
     ['scripts/make-token.ts', ['--user', 'alice', '--ttl', 'forever'], '--ttl must be a duration'],
     ['scripts/make-token.ts', [], '--user is required'],
     ['scripts/send-test-event.ts', ['--type', 'gift'], '--type must be one of paid, unpaid'],

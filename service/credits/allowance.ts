@@ -55,6 +55,6 @@ export function unknownPriceReason(prices: readonly string[]): string {
   const list = [...new Set(prices)].join(', ');
   return (
     `subscription price ${list} grants no known credits: add it to "plans" in the credit catalog (CREDIT_CATALOG_FILE) ` +
-    'or set metadata.monthly_credits on the price in Stripe, then replay the event (npm run recover-events)'
+    'or set metadata.monthly_credits on the price in Stripe, then replay the event (npm run replay-events -- --event evt_…)'
   );
 }

@@ -5,7 +5,7 @@
 import { startLocalStripe } from '../../localStripe';
 import { emptyCatalog } from '../credits/catalog';
 import { createLogger } from '../logger';
-import { recoverMissedEvents } from '../recovery';
+import { replayEvents } from '../replay/replayEvents';
 import { createStripeClient } from '../stripeApi';
 import { BalanceChanges, balanceChangesBatchMillis, balanceChangesChannel } from '../users/balanceChanges';
 import { waitUntil } from './support/serviceProcess';
@@ -64,18 +64,18 @@ test("a replica's notification reaches this process's streams, its own echo does
   expect(local).toEqual(['u1', 'u1']);
 });
 
-test("an event the recovery replays tells the replicas' streams, as a delivered one does", async () => {
+test("an event the replay applies tells the replicas' streams, as a delivered one does", async () => {
   const fake = await startLocalStripe();
   try {
     const user = `user_replayed_${Date.now()}`;
     fake.addEvent(stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: user, metadata: { credits: '15' } })));
     const changes = new BalanceChanges(database.db, logger);
-    const summary = await recoverMissedEvents({
+    const summary = await replayEvents({
       db: database.db,
       stripe: createStripeClient('sk_test_recovery', new URL(fake.baseUrl)),
       stripeMode: 'test',
       eventContext: { catalog: emptyCatalog(), fetchLineItems: undefined },
-      sinceSeconds: unixSeconds() - 3600,
+      start: { kind: 'since', sinceSeconds: unixSeconds() - 3600 },
       onBalanceChanged: (userId) => changes.changed(userId),
     });
     expect(summary).toMatchObject({ processed: 1 });

@@ -125,6 +125,24 @@ test.each([
   expect(() => loadConfig(env)).toThrow(message);
 });
 
+describe('periodic replay (STRIPE_REPLAY_INTERVAL_SECONDS)', () => {
+  test('is off unless set; 0 or empty is off too', () => {
+    expect(loadConfig(production).stripeReplayIntervalSeconds).toBeUndefined();
+    expect(loadConfig({ ...production, STRIPE_REPLAY_INTERVAL_SECONDS: '0' }).stripeReplayIntervalSeconds).toBeUndefined();
+    expect(loadConfig({ ...production, STRIPE_REPLAY_INTERVAL_SECONDS: ' ' }).stripeReplayIntervalSeconds).toBeUndefined();
+    expect(loadConfig({ ...production, STRIPE_REPLAY_INTERVAL_SECONDS: '300' }).stripeReplayIntervalSeconds).toBe(300);
+  });
+
+  test.each(['-5', '1.5', 'five', '86401'])('%p is refused, naming the variable and the range', (raw) => {
+    expect(() => loadConfig({ ...production, STRIPE_REPLAY_INTERVAL_SECONDS: raw })).toThrow('STRIPE_REPLAY_INTERVAL_SECONDS must be a whole number of seconds from 1 to 86400');
+  });
+
+  test('needs a Stripe API key to list events, except with the local Stripe of development', () => {
+    expect(() => loadConfig({ STRIPE_API_BASE: 'http://127.0.0.1:12111', STRIPE_REPLAY_INTERVAL_SECONDS: '60' })).toThrow('STRIPE_REPLAY_INTERVAL_SECONDS needs STRIPE_API_KEY');
+    expect(loadConfig({ STRIPE_REPLAY_INTERVAL_SECONDS: '60' })).toMatchObject({ useLocalStripe: true, stripeReplayIntervalSeconds: 60 });
+  });
+});
+
 describe('session tokens, the service token, CORS and Checkout return URLs', () => {
   test('a session key or service token shorter than 32 bytes is refused at start-up, naming the variable', () => {
     expect(() => loadConfig({ AUTH_JWT_SECRET: 'short-secret' })).toThrow(/AUTH_JWT_SECRET .*shorter than 32 bytes/);

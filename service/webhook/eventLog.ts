@@ -34,7 +34,7 @@ export async function setEventOutcome(tx: Queryable, eventId: string, status: Re
   await tx.query('SELECT credit_set_event_outcome($1, $2, $3)', [eventId, status, note ?? null]);
 }
 
-/** After a rollback: leaves a trace for operators; Stripe's retry (or the recovery script) applies it later. */
+/** After a rollback: leaves a trace for operators; Stripe's retry (or replay-events) applies it later. */
 export async function recordFailedEvent(db: Database, event: StripeEvent, message: string): Promise<void> {
   await db.query(
     `INSERT INTO stripe_events (id, type, livemode, created, status, error)

@@ -1,6 +1,6 @@
 /**
  * The Stripe event types this service acts on. The deployment registers exactly these on the
- * Stripe webhook endpoint (infra/), and the recovery script lists exactly these, so this list is the
+ * Stripe webhook endpoint (infra/), and replay-events lists exactly these, so this list is the
  * single source of truth. README "What each event does" says what each one does.
  */
 export const HANDLED_EVENT_TYPES = [

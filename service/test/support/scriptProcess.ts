@@ -30,3 +30,30 @@ export function runScript(file: string, args: string[], env: NodeJS.ProcessEnv, 
     child.stdin?.end(stdin ?? '');
   });
 }
+
+export interface RunningScript {
+  readonly pid: number;
+  /** stderr so far (progress, warnings). */
+  stderr(): string;
+  /** Sends the signal to the script's process (SIGKILL: as `kill -9` does). */
+  kill(signal: NodeJS.Signals): void;
+  /** Resolves when it exits; code -1 when it was killed by a signal. */
+  readonly finished: Promise<ScriptRun>;
+}
+
+/** As runScript, but returns at once so the test can act while the script runs (and kill it). */
+export function startScript(file: string, args: string[], env: NodeJS.ProcessEnv, deadlineMillis = defaultDeadlineMillis): RunningScript {
+  let stderr = '';
+  let resolveRun!: (run: ScriptRun) => void;
+  const finished = new Promise<ScriptRun>((resolve) => (resolveRun = resolve));
+  const child = execFile(
+    process.execPath,
+    ['--import', 'tsx', path.resolve(repositoryRoot, file), ...args],
+    { cwd: repositoryRoot, env, timeout: deadlineMillis, killSignal: 'SIGKILL' },
+    (error, stdout, allStderr) => resolveRun({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr: allStderr }),
+  );
+  child.stderr?.on('data', (chunk: Buffer | string) => (stderr += chunk.toString()));
+  if (child.pid === undefined) throw new Error(`${file}: spawn failed`);
+  const pid = child.pid;
+  return { pid, stderr: () => stderr, kill: (signal) => child.kill(signal), finished };
+}
