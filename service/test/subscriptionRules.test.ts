@@ -369,6 +369,27 @@ describe('events of the same second', () => {
     expect(await accountOf(story.user)).toMatchObject({ status: 'active', subscriptionCredits: 100 });
   });
 
+  test.each([
+    ['the upgrade first', ['upgrade', 'downgrade']],
+    ['the downgrade first', ['downgrade', 'upgrade']],
+  ] as const)('without a Stripe API key, two plan switches of one second store the same plan whichever event id is greater (%s)', async (_name, order) => {
+    // Stripe's event ids are random: which of the two is greater is a coin toss, and must not decide the plan.
+    const stored = [];
+    for (const [upgradeSuffix, downgradeSuffix] of [['_z', '_a'], ['_a', '_z']]) {
+      const story = newStory();
+      await subscribed(story, 3);
+      const prefix = `evt_${randomBytes(8).toString('hex')}`;
+      const switches = {
+        upgrade: story.event('customer.subscription.updated', { period: period(3), plan: pro, created: signUpSecond + 100, id: `${prefix}${upgradeSuffix}` }),
+        downgrade: story.event('customer.subscription.updated', { period: period(3), plan: basic, created: signUpSecond + 100, id: `${prefix}${downgradeSuffix}` }),
+      };
+      await sendAll(...order.map((name) => switches[name]));
+      stored.push(await accountOf(story.user));
+    }
+    // Of two states Stripe cannot order, the larger allowance is stored, as the period's high-water mark counts it.
+    expect(stored).toEqual([0, 1].map(() => expect.objectContaining({ plan: pro.priceId, status: 'active', subscriptionCredits: 500 })));
+  });
+
   describe('with a Stripe API key', () => {
     let localStripe: LocalStripe;
     let withKey: TestApp;
