@@ -16,9 +16,12 @@ const entitledStatuses = new Set(['active', 'trialing']);
 
 // The newest state wins: the later `created` (one-second resolution), then a state read from the Stripe API
 // (Stripe's own current view) over one from an event, then the later billing period, then the later lifecycle
-// stage (incomplete < trialing < active < past_due < unpaid, paused < ended), then, between states equal in all
-// of these, the greater event id. Arrival order never matters. Whatever wins: `ended` stays true once seen, the
-// owner and customer are kept once known, and every price's metadata credits are remembered.
+// stage (incomplete < trialing < active < past_due < unpaid, paused < ended). Two states still equal (a plan
+// switched twice in one second, without an API key to ask) are told apart by their own data, never by event
+// id: Stripe's ids are random, so the stored plan would be a coin toss per delivery. The larger allowance wins
+// (as the period's high-water mark does), then the other columns in a fixed order; the event id decides only
+// between states equal in every column. Arrival order and event ids never matter. Whatever wins: `ended` stays
+// true once seen, the owner and customer are kept once known, and every price's metadata credits are remembered.
 const stateColumns = [
   'status',
   'price_id',
@@ -32,8 +35,11 @@ const stateColumns = [
   'fetched_at',
   'event_id',
 ];
-const isNewer = `(s.event_created, COALESCE(s.fetched_at, '-infinity'), COALESCE(s.current_period_start, '-infinity'), s.lifecycle_rank, s.event_id)
-  < (EXCLUDED.event_created, COALESCE(EXCLUDED.fetched_at, '-infinity'), COALESCE(EXCLUDED.current_period_start, '-infinity'), EXCLUDED.lifecycle_rank, EXCLUDED.event_id)`;
+const ordering = (row: string) =>
+  `${row}.event_created, COALESCE(${row}.fetched_at, '-infinity'), COALESCE(${row}.current_period_start, '-infinity'), ${row}.lifecycle_rank,
+   COALESCE(${row}.monthly_credits, -1), ${row}.collection_paused, ${row}.status, COALESCE(${row}.price_id, ''), COALESCE(${row}.plan, ''),
+   COALESCE(${row}.current_period_end, '-infinity'), ${row}.event_id`;
+const isNewer = `(${ordering('s')}) < (${ordering('EXCLUDED')})`;
 // `tied`: another event of the same second is stored, and Stripe's current state was not read yet.
 const storeStateSql = `
   WITH stored AS (SELECT event_created, event_id, fetched_at FROM stripe_subscriptions WHERE id = $1)
