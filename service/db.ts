@@ -102,12 +102,18 @@ export function connectDatabase({ connectionString, poolMax, logger, passwordFil
 
   async function query<Row extends object>(sql: string, params?: readonly unknown[]) {
     const client = await connect();
+    // A checked-out client has no 'error' listener of the pool's: a connection cut during the query would
+    // emit an unhandled 'error' and kill the process (every hot-path event is one such query).
+    const onConnectionError = (error: Error) => logger.warn({ err: describeError(error) }, 'database connection lost during a query');
+    client.on('error', onConnectionError);
     try {
       const result = toQueryResult<Row>(await client.query(sql, params as unknown[]));
+      client.removeListener('error', onConnectionError);
       client.release();
       return result;
     } catch (error) {
       // As pool.query does: a connection whose query failed is not reused.
+      client.removeListener('error', onConnectionError);
       client.release(error instanceof Error ? error : true);
       throw error;
     }
