@@ -113,14 +113,15 @@ test('SIGTERM lets every in-flight delivery finish and commit, refuses new ones,
     await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`payment:${paymentIntent}`]);
     await released;
   });
-  await waitUntil(async () => (await database.db.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted")).rowCount === 1, 10_000, 'the lock holder');
+  await waitUntil(async () => (await database.db.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).rowCount === 1, 10_000, 'the lock holder');
 
   const inFlight = held.map((p) => {
     figures.deliveriesSent++;
     return postSigned(service.webhookUrl, p.event, [secret]);
   });
   const waitingCount = async () =>
-    (await database.db.query<{ count: number }>("SELECT count(*)::int AS count FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).rows[0]!.count;
+    // This test's database only: other suites on the same server take advisory locks too.
+    (await database.db.query<{ count: number }>("SELECT count(*)::int AS count FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).rows[0]!.count;
   await waitUntil(async () => (await waitingCount()) === held.length, 10_000, 'all deliveries to wait on the lock');
 
   service.kill('SIGTERM');
