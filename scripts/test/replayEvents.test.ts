@@ -10,7 +10,7 @@ import path from 'node:path';
 import Stripe from 'stripe';
 import { startLocalStripe, type LocalStripe } from '../../localStripe';
 import { parseCatalog } from '../../service/credits/catalog';
-import type { Database, Queryable } from '../../service/db';
+import type { Queryable } from '../../service/db';
 import { readReplayCursor } from '../../service/replay/cursor';
 import { createStripeClient, stripeReaders } from '../../service/stripeApi';
 import { HANDLED_EVENT_TYPES } from '../../service/webhook/handledEventTypes';
@@ -20,6 +20,7 @@ import { waitUntil } from '../../service/test/support/serviceProcess';
 import { checkoutSession, stripeEvent, unixSeconds } from '../../service/test/support/stripeFixtures';
 import { startTestApp, testWebhookSecret, type TestApp } from '../../service/test/support/testApp';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
+import { holdAdvisoryLock } from '../../service/test/support/advisoryLock';
 
 const packageId = 'price_replay_credits_500';
 const planId = 'price_replay_plan_pro';
@@ -135,20 +136,6 @@ test('after an outage, a replay gives the same balances and ledger as uninterrup
   expect(again).toMatchObject({ processed: 0, duplicate: summary.listed });
   expect(await creditsState(missed.db)).toEqual(uninterrupted);
 }, 60_000);
-
-/** Holds a transaction-level advisory lock on one connection until `release` is called. */
-function holdAdvisoryLock(db: Database, key: number): { held: Promise<void>; release(): void; done: Promise<void> } {
-  let release!: () => void;
-  let held!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const heldPromise = new Promise<void>((resolve) => (held = resolve));
-  const done = db.withTransaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [key]);
-    held();
-    await released;
-  });
-  return { held: heldPromise, release, done };
-}
 
 test('killed with SIGKILL in the middle, a second run applies the rest: every event once, the cursor at the last', async () => {
   const database = await freshDatabase();

@@ -4,13 +4,13 @@
  * failure is logged and retried without harming the service, and SIGTERM stops it cleanly.
  */
 import { startLocalStripe, type LocalStripe } from '../../localStripe';
-import type { Database } from '../db';
 import { replayLockKey } from '../replay/periodicReplay';
 import { startServiceProcess, waitUntil, type ServiceProcess } from './support/serviceProcess';
 import { checkoutSession, stripeEvent, unixSeconds } from './support/stripeFixtures';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
 import { testWebhookSecret } from './support/testApp';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
+import { holdAdvisoryLock } from './support/advisoryLock';
 
 let database: TestDatabase;
 let local: LocalStripe;
@@ -38,20 +38,6 @@ function replica(name: string): Promise<ServiceProcess> {
 }
 
 const logged = (service: ServiceProcess, message: string) => service.logLines.filter((line) => line.includes(`"msg":"${message}`)).length;
-
-/** Holds a transaction-level advisory lock on one connection until `release` is called. */
-function holdAdvisoryLock(db: Database, key: number) {
-  let release!: () => void;
-  let held!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const heldPromise = new Promise<void>((resolve) => (held = resolve));
-  const done = db.withTransaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [key]);
-    held();
-    await released;
-  });
-  return { held: heldPromise, release, done };
-}
 
 async function replayLockHolders(): Promise<number> {
   const { rows } = await database.db.query<{ holders: number }>(
