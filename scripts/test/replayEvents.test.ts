@@ -20,7 +20,7 @@ import { waitUntil } from '../../service/test/support/serviceProcess';
 import { checkoutSession, stripeEvent, unixSeconds } from '../../service/test/support/stripeFixtures';
 import { startTestApp, testWebhookSecret, type TestApp } from '../../service/test/support/testApp';
 import { createTestDatabase, type TestDatabase } from '../../service/test/support/testDatabase';
-import { holdAdvisoryLock } from '../../service/test/support/advisoryLock';
+import { holdEventOnLock } from '../../service/test/support/advisoryLock';
 
 const packageId = 'price_replay_credits_500';
 const planId = 'price_replay_plan_pro';
@@ -147,12 +147,7 @@ test('killed with SIGKILL in the middle, a second run applies the rest: every ev
   // The 12th event's transaction waits on a lock this test holds: the script has applied 11 and is in the
   // middle of the 12th when it is killed.
   const lockKey = 0x7e57_12;
-  await database.db.query(`
-    CREATE FUNCTION test_hold_event() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN IF NEW.id = '${events[11]!.id}' THEN PERFORM pg_advisory_xact_lock(${lockKey}); END IF; RETURN NEW; END $$;
-    CREATE TRIGGER test_hold_event BEFORE INSERT ON stripe_events FOR EACH ROW EXECUTE FUNCTION test_hold_event();`);
-  const lock = holdAdvisoryLock(database.db, lockKey);
-  await lock.held;
+  const lock = await holdEventOnLock(database.db, events[11]!.id, lockKey);
 
   const first = startScript('scripts/replay-events.ts', ['--since', '1h'], scriptEnv(database), scriptDeadlineMillis);
   const waitingBackends = async () =>
@@ -166,7 +161,7 @@ test('killed with SIGKILL in the middle, a second run applies the rest: every ev
   await lock.done;
   // The killed script's backend ends once its statement is done and it finds the client gone.
   await waitUntil(async () => (await database.db.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [blockedBackend])).rowCount === 0, 30_000, 'the killed replay’s backend to end');
-  await database.db.query('DROP TRIGGER test_hold_event ON stripe_events; DROP FUNCTION test_hold_event()');
+  await lock.unhold();
 
   // A new paid session is applied by one autocommit call (issue 12): once the lock is released that statement
   // completes and commits, its client gone or not. The script died before it could move the cursor past it.

@@ -10,7 +10,7 @@ import { checkoutSession, stripeEvent, unixSeconds } from './support/stripeFixtu
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
 import { testWebhookSecret } from './support/testApp';
 import { createTestDatabase, type TestDatabase } from './support/testDatabase';
-import { holdAdvisoryLock } from './support/advisoryLock';
+import { holdEventOnLock } from './support/advisoryLock';
 
 let database: TestDatabase;
 let local: LocalStripe;
@@ -52,12 +52,7 @@ test('two replicas with periodic replay on one database: one replays at a time, 
   // inside it, with the replay lock, for as long as the test wants.
   const held = purchase('user_periodic_held', 10);
   const lockKey = 0x7e57_13;
-  await database.db.query(`
-    CREATE FUNCTION test_hold_event() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN IF NEW.id = '${held.id}' THEN PERFORM pg_advisory_xact_lock(${lockKey}); END IF; RETURN NEW; END $$;
-    CREATE TRIGGER test_hold_event BEFORE INSERT ON stripe_events FOR EACH ROW EXECUTE FUNCTION test_hold_event();`);
-  const lock = holdAdvisoryLock(database.db, lockKey);
-  await lock.held;
+  const lock = await holdEventOnLock(database.db, held.id, lockKey);
   local.addEvent(held);
 
   const [first, second] = await Promise.all([replica('replica A'), replica('replica B')]);
@@ -74,7 +69,7 @@ test('two replicas with periodic replay on one database: one replays at a time, 
 
   lock.release();
   await lock.done;
-  await database.db.query('DROP TRIGGER test_hold_event ON stripe_events; DROP FUNCTION test_hold_event()');
+  await lock.unhold();
   await waitUntil(async () => (await balanceOf(database.db, 'user_periodic_held')).purchased === 10, 30_000, 'the held event to be applied');
 
   // A delivery that never came heals by itself, whichever replica's turn it is.
