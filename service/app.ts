@@ -1,6 +1,6 @@
 import Koa from 'koa';
 import type Stripe from 'stripe';
-import { recordCheckoutStatus, type CheckoutUrls } from './billing/checkout';
+import type { CheckoutUrls } from './billing/checkout';
 import { billingPath, billingRoutes } from './billing/routes';
 import { creditsPageRoutes } from './creditsPage/route';
 import { describeError, type Database } from './db';
@@ -129,8 +129,6 @@ export function createApp(deps: AppDeps): App {
       maxBodyBytes: deps.maxBodyBytes,
       nowMillis: deps.nowMillis ?? Date.now,
       onBalanceChanged: balanceChanged,
-      // A Checkout session the webhook settled no longer awaits payment (best effort: sync corrects it too).
-      onCheckoutSession: (session) => recordCheckoutStatus(deps.db, session),
     }),
   );
   router.all(webhookPath, (ctx) => {

@@ -79,8 +79,3 @@ export async function activeSubscription(db: Queryable, userId: string): Promise
   return rows[0];
 }
 
-/** After Stripe (through a webhook or a sync) said what became of a session: it no longer awaits payment. */
-export async function recordCheckoutStatus(db: Queryable, session: { id: string; status: string | null }): Promise<void> {
-  if (session.status !== 'complete' && session.status !== 'expired') return;
-  await db.query("UPDATE checkout_sessions SET status = $2 WHERE session_id = $1 AND status = 'open'", [session.id, session.status]);
-}

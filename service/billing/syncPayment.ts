@@ -3,8 +3,7 @@ import type { CreditCatalog } from '../credits/catalog';
 import { readUserId } from '../credits/outcome';
 import { readMetadata, readStripeId } from '../stripe/fields';
 import type { Database, Queryable } from '../db';
-import type { LineItemsFetcher } from '../credits/checkout';
-import { recordCheckoutStatus } from './checkout';
+import { closeCheckoutSession, type LineItemsFetcher } from '../credits/checkout';
 import { maxListedPendingPurchases } from './creditsView';
 import { fulfilCheckoutFromApi, recordSubscriptionFromApi } from './fulfilFromApi';
 
@@ -95,7 +94,7 @@ export async function syncPayments(deps: SyncDeps, userId: string, onlySession?:
   for (const session of sessions) {
     // Stripe's answer decides, never our own record: a session that is not the user's is left alone.
     if (sessionOwner(session) !== userId) continue;
-    await recordCheckoutStatus(deps.db, session);
+    await closeCheckoutSession(deps.db, session);
     if (session.status === 'expired') {
       report.sessions.push({ session_id: session.id, status: 'expired' });
       continue;

@@ -98,6 +98,7 @@ export function purchaseArguments(session: Record<string, unknown>, fulfilment: 
  * `paid` (or `no_payment_required`) grants the session's credits to its user once, `unpaid` (delayed payment
  * methods) records a pending purchase that a later paid state grants or a failure closes (the rule is
  * credit_record_purchase, migration 004). Mode `subscription`: links the subscription and customer to the user.
+ * Either way, the session opened through the billing API no longer awaits payment.
  */
 export async function fulfilCheckoutSession(
   tx: Queryable,
@@ -105,6 +106,8 @@ export async function fulfilCheckoutSession(
   source: ObjectSource,
   fulfilment: CheckoutFulfilment,
 ): Promise<HandlerOutcome> {
+  const sessionId = readStripeId(session.id);
+  if (sessionId) await closeCheckoutSession(tx, { id: sessionId, status: readText(session.status) ?? null });
   if (session.mode === 'subscription') {
     const userId = readUserId(session.client_reference_id, readMetadata(session).user_id);
     const subscriptionId = readStripeId(session.subscription);
@@ -116,4 +119,12 @@ export async function fulfilCheckoutSession(
   if (!Array.isArray(args)) return args;
   const { rows } = await tx.query<SqlOutcome>('SELECT * FROM credit_record_purchase($1, $2, $3, $4, $5, $6, $7, $8, $9)', [...args, source.eventId ?? null]);
   return fromSqlOutcome(rows[0]!);
+}
+
+/**
+ * Once Stripe says a session is complete or expired, the one opened through the billing API no longer awaits
+ * payment (credit_close_checkout_session, migration 006; a new paid session's event function calls it itself).
+ */
+export async function closeCheckoutSession(db: Queryable, session: { id: string; status: string | null }): Promise<void> {
+  await db.query('SELECT credit_close_checkout_session($1, $2)', [session.id, session.status]);
 }

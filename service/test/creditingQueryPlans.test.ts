@@ -49,6 +49,8 @@ const fillSql = `
     SELECT 're_fill_' || g, 'pi_fill_' || g, 'ch_fill_' || g, 100, 'succeeded', true FROM generate_series(1, $rows) g;
   INSERT INTO charge_refunds (payment_intent, charge_id, amount, amount_refunded, reported_at)
     SELECT 'pi_fill_' || g, 'ch_fill_' || g, 1000, 100, now() FROM generate_series(1, $rows) g;
+  INSERT INTO checkout_sessions (session_id, user_id, mode, price_id, credits, status, livemode, expires_at)
+    SELECT 'cs_fill_' || g, 'user_fill_' || (g % $users), 'payment', 'price_fill', 100, 'complete', false, now() FROM generate_series(1, $rows) g;
   INSERT INTO payment_disputes (id, payment_intent, charge_id, amount, status, counted, reported_at, stage)
     SELECT 'dp_fill_' || g, 'pi_fill_' || g, 'ch_fill_' || g, 100, 'won', false, now(), 2 FROM generate_series(1, $rows) g;`;
 
@@ -155,7 +157,7 @@ test('a new paid Checkout session, its duplicate, an ignored type and a refund e
   const counting: Database = {
     ...explained,
     query(sql, params) {
-      statements.push(sql);
+      statements.push(typeof sql === 'string' ? sql : sql.text);
       return explained.query(sql, params);
     },
     withTransaction: () => Promise.reject(new Error('a hot path opened a transaction')),

@@ -1,4 +1,4 @@
-import type { Database, Queryable } from '../db';
+import type { Database, PreparedStatement, Queryable } from '../db';
 import type { StripeEvent } from './stripeEvent';
 
 export type RecordedStatus = 'processed' | 'ignored' | 'unmatched' | 'failed';
@@ -10,9 +10,11 @@ export type RecordedStatus = 'processed' | 'ignored' | 'unmatched' | 'failed';
 // make every grant happen once. The lock key optionally serialises transactions about the same Stripe object
 // (see the handlers) before anything is read, so each one sees what the other committed.
 
+const claimStatement: PreparedStatement = { name: 'credit_claim_event', text: 'SELECT credit_claim_event($1, $2, $3, $4, $5, $6) AS claimed' };
+
 /** Records the event as seen; false when it was already applied (a duplicate delivery). */
 export async function claimEvent(tx: Queryable, event: StripeEvent, status: 'processed' | 'ignored', lockKey?: string): Promise<boolean> {
-  const { rows } = await tx.query<{ claimed: boolean }>('SELECT credit_claim_event($1, $2, $3, $4, $5, $6) AS claimed', [
+  const { rows } = await tx.query<{ claimed: boolean }>(claimStatement, [
     event.id,
     event.type,
     event.livemode,

@@ -7,9 +7,9 @@ import { paymentLockKey } from '../credits/purchaseTakeBack';
 import { chargeArguments, chargeRefundedProblem, embeddedRefunds, recordChargeRefunded, recordRefund, refundArguments } from '../credits/refunds';
 import { eventSource } from '../credits/source';
 import { recordSubscriptionState, subscriptionLockKey } from '../credits/subscriptions';
-import { isRetryableConflict, type Database, type Queryable } from '../db';
+import { isRetryableConflict, type Database, type PreparedStatement, type Queryable } from '../db';
 import type { StripeEvent } from '../stripe/event';
-import { readStripeId } from '../stripe/fields';
+import { readStripeId, readText } from '../stripe/fields';
 import { readInvoice, readInvoicePayment } from '../stripe/invoice';
 import { readCharge, readDispute, readRefund } from '../stripe/payments';
 import { readSubscription, type Subscription } from '../stripe/subscription';
@@ -44,7 +44,7 @@ interface Facts {
 }
 
 /**
- * An event applied in one round trip: an event function of migration 004 that claims the event (with the
+ * An event applied in one round trip: an event function (migrations 004, 006) that claims the event (with the
  * handler's lock), applies the rule and records the outcome; `args` follow the event's own.
  */
 interface OneCall {
@@ -88,7 +88,7 @@ const checkout: EventHandler = {
   oneCall(event, facts, context) {
     if (event.data.object.mode !== 'payment') return undefined;
     const args = purchaseArguments(event.data.object, checkoutFulfilment(event, facts, context));
-    return Array.isArray(args) ? { eventFunction: 'credit_event_purchase', args } : undefined;
+    return Array.isArray(args) ? { eventFunction: 'credit_event_purchase', args: [...args, readText(event.data.object.status) ?? null] } : undefined;
   },
 };
 
@@ -224,13 +224,19 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
 
 const maxOneCallAttempts = 3;
 
+/** An event function's call, prepared once per connection under the function's name. */
+function eventFunctionCall(eventFunction: OneCall['eventFunction'], parameterCount: number): PreparedStatement {
+  const placeholders = Array.from({ length: parameterCount }, (_, i) => `$${i + 1}`).join(', ');
+  return { name: eventFunction, text: `SELECT * FROM ${eventFunction}(${placeholders})` };
+}
+
 /** The event, its rule and its outcome as one statement in autocommit (its own transaction); retried like a transaction. */
 async function applyInOneCall(db: Database, event: StripeEvent, lockKey: string | undefined, call: OneCall): Promise<EventResult> {
   const params = [event.id, event.type, event.livemode, event.created, lockKey ?? null, ...call.args];
-  const sql = `SELECT * FROM ${call.eventFunction}(${params.map((_, i) => `$${i + 1}`).join(', ')})`;
+  const statement = eventFunctionCall(call.eventFunction, params.length);
   for (let attempt = 1; ; attempt++) {
     try {
-      const { rows } = await db.query<SqlOutcome>(sql, params);
+      const { rows } = await db.query<SqlOutcome>(statement, params);
       return rows[0]!.result_status === 'duplicate' ? { status: 'duplicate' } : fromSqlOutcome(rows[0]!);
     } catch (error) {
       if (attempt < maxOneCallAttempts && isRetryableConflict(error)) continue;

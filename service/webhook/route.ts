@@ -27,8 +27,6 @@ export interface WebhookDeps {
   maxBodyBytes: number;
   nowMillis: () => number;
   onBalanceChanged: (userId: string) => void;
-  /** After a checkout.session.* event was applied (or found a duplicate): what Stripe says of the session now. */
-  onCheckoutSession?: (session: { id: string; status: string | null }) => Promise<void>;
 }
 
 /** POST handler for Stripe deliveries: verify, parse, apply once, answer so that Stripe retries only our faults. */
@@ -95,10 +93,6 @@ export function stripeWebhookHandler(deps: WebhookDeps): Koa.Middleware {
         logger.warn({ ...eventFields, reason: result.reason, userId: result.userId }, '[Stripe Webhook] Event matched no user or credits; recorded as unmatched');
       } else {
         logger.info({ ...eventFields, outcome: result.status }, `[Stripe Webhook] Event ${result.status}`);
-      }
-      if (event.type.startsWith('checkout.session.') && typeof event.data.object.id === 'string' && deps.onCheckoutSession) {
-        const session = { id: event.data.object.id, status: typeof event.data.object.status === 'string' ? event.data.object.status : null };
-        await deps.onCheckoutSession(session).catch((error: unknown) => logger.warn({ ...eventFields, err: describeError(error) }, '[Stripe Webhook] Could not record the Checkout session\'s status'));
       }
       ctx.status = 200;
       ctx.body = { received: true, status: result.status };
