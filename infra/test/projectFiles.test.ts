@@ -112,7 +112,7 @@ describe('Dockerfile', () => {
     const runtime = stages.find((stage) => stage.name === 'runtime')?.instructions ?? [];
     expect(runtime).toContain('USER node');
     expect(runtime).toContain('ENTRYPOINT ["/usr/bin/tini", "--"]');
-    expect(runtime).toContain('CMD ["node", "dist/service/main.js"]');
+    expect(runtime).toContain('CMD ["node", "--max-semi-space-size=8", "dist/service/main.js"]');
     expect(runtime).toContain(`EXPOSE ${servicePort}`);
     const healthcheck = runtime.find((line) => line.startsWith('HEALTHCHECK '));
     expect(JSON.parse(healthcheck?.replace(/^HEALTHCHECK .*? CMD /, '') ?? 'null')).toEqual(serviceHealthcheck.slice(1));

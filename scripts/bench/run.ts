@@ -12,6 +12,7 @@ import type { LoadResult, PrepareMessage, RunMessage } from './loadgen';
 import { corePercent, cpuTicks, postgresCpuTicks } from './procStats';
 import { buildWorkload, mix, type ItemKind } from './workload';
 import { parseCommandLine, wholeNumberOption } from '../lib/cli';
+import { readDockerfile } from '../../infra/test/support/dockerfile';
 
 const usage = `
 Usage: npm run bench [-- --replicas 2] [--duration 5] [--levels 1,8,32] [--pool 10] [--log-level info] [--profile DIR]
@@ -210,6 +211,15 @@ function mergedDbOnly(slices: CeilingResult[]): CeilingResult {
 
 // ---------------------------------------------------------------------------------------------
 
+/** The flags the image gives node (its CMD, e.g. the young generation's size): measured as deployed. */
+const imageNodeFlags = (() => {
+  const runtime = readDockerfile(path.join(__dirname, '..', '..')).stages.find((stage) => stage.name === 'runtime');
+  const command = runtime?.instructions.find((instruction) => instruction.startsWith('CMD '));
+  if (!command) throw new Error('the Dockerfile has no runtime stage with a CMD');
+  const [, ...args] = JSON.parse(command.slice('CMD '.length)) as string[];
+  return args.filter((arg) => arg.startsWith('--'));
+})();
+
 async function startReplicas(databaseUrl: string, label: string): Promise<{ services: ServiceProcess[]; readyMillis: number[] }> {
   const services: ServiceProcess[] = [];
   const readyMillis: number[] = [];
@@ -220,7 +230,7 @@ async function startReplicas(databaseUrl: string, label: string): Promise<{ serv
       webhookSecret: secret,
       env: { DATABASE_POOL_MAX: String(poolMax) },
       logLevel: flags['log-level'],
-      nodeArgs: flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(flags.profile)}`] : [],
+      nodeArgs: [...imageNodeFlags, ...(flags.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(flags.profile)}`] : [])],
       name: `${label} replica ${i + 1}`,
     });
     while ((await fetch(`${service.url}/readyz`)).status !== 200) {
@@ -539,7 +549,7 @@ function printTable(results: LevelResult[], summary: Record<string, unknown>, co
   const out = [
     '',
     `Webhook service vs. a thin-ingest reference — ${os.cpus().length} × ${cpu[0]?.model ?? 'CPU'}, ${round(os.totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}`,
-    `${summary.replicas} replica(s), pool ${summary.pool_max} each; mix ${Object.entries(mix).map(([k, v]) => `${v}% ${k}`).join(', ')}; ${durationMillis / 1000} s per side and level in ${rounds} rounds; ` +
+    `${summary.replicas} replica(s), pool ${summary.pool_max} each, node ${imageNodeFlags.join(' ') || 'without flags'} (the image's CMD); mix ${Object.entries(mix).map(([k, v]) => `${v}% ${k}`).join(', ')}; ${durationMillis / 1000} s per side and level in ${rounds} rounds; ` +
       'CPU in % of one core (PostgreSQL: every postgres process on the machine)',
     '',
     line(header),

@@ -224,10 +224,17 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
 
 const maxOneCallAttempts = 3;
 
-/** An event function's call, prepared once per connection under the function's name. */
+/** Each event function's call, prepared once per connection under the function's name. */
+const eventFunctionCalls = new Map<string, PreparedStatement>();
+
 function eventFunctionCall(eventFunction: OneCall['eventFunction'], parameterCount: number): PreparedStatement {
-  const placeholders = Array.from({ length: parameterCount }, (_, i) => `$${i + 1}`).join(', ');
-  return { name: eventFunction, text: `SELECT * FROM ${eventFunction}(${placeholders})` };
+  let call = eventFunctionCalls.get(eventFunction);
+  if (!call) {
+    const placeholders = Array.from({ length: parameterCount }, (_, i) => `$${i + 1}`).join(', ');
+    call = { name: eventFunction, text: `SELECT * FROM ${eventFunction}(${placeholders})` };
+    eventFunctionCalls.set(eventFunction, call);
+  }
+  return call;
 }
 
 /** The event, its rule and its outcome as one statement in autocommit (its own transaction); retried like a transaction. */
