@@ -135,6 +135,9 @@ interface LevelResult {
   duplicatesPerSecond: number;
   newP50Millis: number;
   duplicateP50Millis: number;
+  /** The same two in the database-only run: what the crediting itself costs, without HTTP and signature. */
+  dbOnlyNewP50Millis: number;
+  dbOnlyDuplicateP50Millis: number;
   referenceP50Millis: number;
   serviceCpuPercent: number;
   postgresCpuPercent: number;
@@ -206,6 +209,12 @@ function mergedDbOnly(slices: CeilingResult[]): CeilingResult {
     postgresCpuTicks: slices.reduce((sum, slice) => sum + slice.postgresCpuTicks, 0),
     errors: slices.reduce((sum, slice) => sum + slice.errors, 0),
     exhausted: slices.some((slice) => slice.exhausted),
+    latenciesMillis: {
+      new: slices.flatMap((slice) => slice.latenciesMillis.new),
+      duplicate: slices.flatMap((slice) => slice.latenciesMillis.duplicate),
+      subscription: slices.flatMap((slice) => slice.latenciesMillis.subscription),
+      refund: slices.flatMap((slice) => slice.latenciesMillis.refund),
+    },
   };
 }
 
@@ -358,6 +367,8 @@ async function main(): Promise<void> {
         duplicatesPerSecond: (result.outcomes.duplicate ?? 0) / seconds,
         newP50Millis: percentile(result.latenciesMillis.new, 0.5),
         duplicateP50Millis: percentile(result.latenciesMillis.duplicate, 0.5),
+        dbOnlyNewP50Millis: percentile(dbOnly.latenciesMillis.new, 0.5),
+        dbOnlyDuplicateP50Millis: percentile(dbOnly.latenciesMillis.duplicate, 0.5),
         referenceP50Millis: percentile(all(reference.result.latenciesMillis), 0.5),
         serviceCpuPercent: corePercent(service.after.measured - service.before.measured, service.after.at - service.before.at),
         postgresCpuPercent: corePercent(service.after.postgres - service.before.postgres, service.after.at - service.before.at),
@@ -435,6 +446,8 @@ async function main(): Promise<void> {
       new_p50_ms: round(first.newP50Millis, 3),
       duplicate_p50_ms: round(first.duplicateP50Millis, 3),
       new_vs_duplicate_cost: round(first.newP50Millis / first.duplicateP50Millis, 2),
+      db_only_new_p50_ms: round(first.dbOnlyNewP50Millis, 3),
+      db_only_duplicate_p50_ms: round(first.dbOnlyDuplicateP50Millis, 3),
       preloaded_events_per_s: preloaded ? round(preloaded.eventsPerSecond, 0) : null,
       empty_events_per_s_beside_preloaded: preloaded ? round(preloaded.emptyEventsPerSecond, 0) : null,
       preloaded_vs_empty: preloaded ? round(preloaded.eventsPerSecond / preloaded.emptyEventsPerSecond, 3) : null,
@@ -558,7 +571,8 @@ function printTable(results: LevelResult[], summary: Record<string, unknown>, co
     `Half the peak rate (${round(halfRate, 0)} ev/s, open loop): p50 ${percentile(halfLatencies, 0.5).toFixed(2)} ms, p99 ${percentile(halfLatencies, 0.99).toFixed(2)} ms, RSS max ${round(half.runRssMax / 2 ** 20, 0)} MB`,
     `Start-up: listening after ${summary.startup_ms} ms, ready after ${summary.ready_ms} ms; RSS per process idle ${summary.rss_idle_mb} MB, ` +
       `under load max ${summary.rss_mb} MB${Number(summary.replicas) > 1 ? ` (all replicas together ${summary.rss_total_mb} MB)` : ''}`,
-    `Duplicate vs new at concurrency ${results[0]!.concurrency}: p50 ${results[0]!.duplicateP50Millis.toFixed(2)} ms vs ${results[0]!.newP50Millis.toFixed(2)} ms`,
+    `Duplicate vs new at concurrency ${results[0]!.concurrency}: p50 ${results[0]!.duplicateP50Millis.toFixed(2)} ms vs ${results[0]!.newP50Millis.toFixed(2)} ms ` +
+      `(database only: ${results[0]!.dbOnlyDuplicateP50Millis.toFixed(2)} ms vs ${results[0]!.dbOnlyNewP50Millis.toFixed(2)} ms)`,
     summary.preloaded_events_per_s === null
       ? 'Preloaded database: skipped (--no-preload)'
       : `Preloaded database (1 M events, 1 M ledger rows, 100 k users): ${summary.preloaded_events_per_s} ev/s at concurrency ${summary.concurrency}, ` +
