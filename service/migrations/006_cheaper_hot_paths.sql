@@ -35,7 +35,8 @@ BEGIN
   END IF;
 END $$;
 
-DROP FUNCTION credit_event_purchase(text, text, boolean, bigint, text, text, text, text, bigint, bigint, text, boolean, text);
+-- A new overload (one more argument, the session's status). The previous release's 13-argument one stays: its
+-- replicas run beside the new ones during a rollout (README, "How an update rolls out"). Drop it one release on.
 CREATE FUNCTION credit_event_purchase(
   p_event_id text, p_event_type text, p_event_livemode boolean, p_event_created bigint, p_lock_key text,
   p_user_id text, p_session_id text, p_payment_intent text, p_credits bigint, p_amount_total bigint, p_currency text, p_livemode boolean, p_status text,

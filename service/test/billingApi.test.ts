@@ -168,6 +168,9 @@ describe('checkout', () => {
     // Every event of the sign-up delivered, in whatever order: the plan's credits, the plan and its status.
     await harness.local.deliveriesSettled();
     expect(await credits(user)).toMatchObject({ credits_remaining: planMonthlyCredits, plan: 'Pro', subscription_status: 'active', current_period_end: expect.any(String) });
+    // Closed by the sign-up's checkout.session.completed, in its own transaction.
+    const { rows } = await database.db.query<{ status: string }>('SELECT status FROM checkout_sessions WHERE session_id = $1', [opened.body.session_id]);
+    expect(rows).toEqual([{ status: 'complete' }]);
     const second = await checkout(user, { plan_id: planId });
     expect(second.status).toBe(409);
     expect(second.body.error).toBe('already_subscribed');

@@ -263,6 +263,22 @@ describe('events that sell no credits', () => {
   });
 });
 
+describe('during a rollout', () => {
+  test("the previous release's purchase call (13 arguments, before migration 006) still grants once", async () => {
+    const user = newUser();
+    const sessionId = stripeId('cs');
+    const eventId = stripeId('evt');
+    const call = () =>
+      database.db.query<{ result_status: string }>('SELECT result_status FROM credit_event_purchase($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)', [
+        eventId, 'checkout.session.completed', false, Math.floor(Date.now() / 1000), null,
+        user, sessionId, null, 40, 500, 'usd', false, 'paid',
+      ]);
+    expect((await call()).rows).toEqual([{ result_status: 'processed' }]);
+    expect((await call()).rows).toEqual([{ result_status: 'duplicate' }]);
+    expect(await balanceOf(database.db, user)).toEqual({ purchased: 40, subscription: 0 });
+  });
+});
+
 test('every balance equals its ledger, no session is granted twice, no grant lacks a paid purchase', async () => {
   expect(await checkInvariants(database.db)).toEqual(invariantsHold);
 });
