@@ -226,7 +226,38 @@ function exitOnStartupFailure(error: unknown): never {
   process.exit(failure.exitCode);
 }
 
+const usage = `Usage: npm start            (built: node dist/service/main.js; in the image, its CMD)
+
+Starts the Stripe credits webhook service: migrates the database, then serves the webhook, the user and
+billing routes and the credits page. It takes no arguments: every setting comes from the environment,
+read and checked once at start (README, "Configuration"); the main ones:
+  DATABASE_URL[_FILE]            PostgreSQL; unset in development: an embedded one, its address logged
+  STRIPE_MODE                    test or live
+  STRIPE_WEBHOOK_SECRET[_FILE]   the endpoint's signing secret(s), one whsec_… per line, reloaded on change
+  STRIPE_API_KEY[_FILE]          sk_/rk_ key of the same mode; unset in development: a local Stripe
+  PORT, HOST                     where to listen (3000, 127.0.0.1; 0.0.0.0 in production)
+  NODE_ENV=production            every required setting must be set, or the start stops naming it
+A failed start prints one line naming the cause and the fix, and exits ${startupExitCodes.configuration} (a setting), ${startupExitCodes.database} (the database
+unreachable or refusing the login), ${startupExitCodes.migration} (a migration failed, rolled back), ${startupExitCodes.listen} (the port is taken), ${startupExitCodes.dataDirInUse} (another
+npm start uses DATA_DIR), ${startupExitCodes.embeddedDatabase} (the embedded PostgreSQL failed) or ${startupExitCodes.unexpected} (a bug). SIGTERM finishes in-flight requests, then exits 0.
+
+Options:
+  -h, --help   show this text
+`;
+
+/** The service takes its settings from the environment only; an argument is a mistake worth saying. */
+function readArguments(args: string[]): void {
+  if (args.length === 0) return;
+  if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
+  process.stderr.write(`service: takes no arguments (got ${args.join(' ')}): its settings come from the environment.\n\n${usage}`);
+  process.exit(2);
+}
+
 async function main(): Promise<void> {
+  readArguments(process.argv.slice(2));
   let config: Config;
   try {
     config = loadConfig(process.env);

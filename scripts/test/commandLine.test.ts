@@ -98,3 +98,16 @@ test('a malformed value is a usage error too (exit 2, naming the option)', async
   }
   expect(await readdir(dataDir)).toEqual([]);
 }, 60_000);
+
+test('the service itself (npm start) answers --help the same way, and refuses any argument: its settings come from the environment', async () => {
+  const help = await runWithEmptyState('service/main.ts', ['--help']);
+  expect({ code: help.code, stderr: help.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(help.stdout).toMatch(/^Usage: npm start\b/);
+  expect(help.stdout).toContain('--help');
+  const unknown = await runWithEmptyState('service/main.ts', ['--port', '3001']);
+  expect({ code: unknown.code, stdout: unknown.stdout }).toEqual({ code: 2, stdout: '' });
+  expect(unknown.stderr).toContain('takes no arguments (got --port 3001)');
+  expect(unknown.stderr).toContain('Usage: npm start');
+  expect(await tablesIn(emptyDatabase)).toEqual([]);
+  expect(await readdir(dataDir)).toEqual([]);
+}, 60_000);
