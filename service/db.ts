@@ -260,14 +260,19 @@ function toQueryResult<Row extends object>(result: pg.QueryResult): { rows: Row[
 
 const unavailableErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH']);
 
-/** True when the database cannot be reached (as opposed to a query being wrong): answer 503 and retry later. */
+/**
+ * True when the database cannot be reached or will not let us in (as opposed to a query being wrong): answer
+ * 503 and retry later. A refused login (a password rotation gone wrong, the role or database dropped) is ours
+ * to fix, and nothing was applied, so Stripe's retry is what is wanted.
+ */
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string') {
     if (unavailableErrorCodes.has(code)) return true;
-    // SQLSTATE class 08 (connection exception), 57P01-57P03 (shutdown, cannot connect now), 53300 (too many connections).
-    if (/^08/.test(code) || /^57P0[123]$/.test(code) || code === '53300') return true;
+    // SQLSTATE class 08 (connection exception), class 28 (login refused), 3D000 (no such database),
+    // 57P01-57P03 (shutdown, cannot connect now), 53300 (too many connections).
+    if (/^(08|28)/.test(code) || code === '3D000' || /^57P0[123]$/.test(code) || code === '53300') return true;
   }
   return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connection is closed/i.test(
     error.message,

@@ -166,3 +166,19 @@ test('rotate-database-password changes the role and the file one right after the
   expect(statuses.filter((status) => status !== 200)).toEqual([]);
   expect(service.logLines.join('\n')).not.toContain(newPassword);
 });
+
+test('a password the database keeps refusing past the window answers 503 with Retry-After, so Stripe retries; the file fixed, deliveries flow again', async () => {
+  await admin.query(`ALTER ROLE ${role} PASSWORD 'fifth-password'`);
+  await dropServiceConnections();
+  const event = stripeEvent('checkout.session.completed', checkoutSession({ client_reference_id: 'user_refused', metadata: { credits: '1' } }));
+  const delivery = signedDelivery(event, [webhookSecret]);
+  const refused = await fetch(service.webhookUrl, { method: 'POST', headers: delivery.headers, body: delivery.body });
+  expect(refused.status).toBe(503);
+  expect(refused.headers.get('retry-after')).toBe('5');
+  expect(await refused.json()).toMatchObject({ received: false, error: 'database_unavailable' });
+
+  writePassword('fifth-password');
+  const retried = await fetch(service.webhookUrl, { method: 'POST', headers: delivery.headers, body: delivery.body });
+  expect(retried.status).toBe(200);
+  expect(service.logLines.join('\n')).not.toContain('fifth-password');
+}, 60_000);
