@@ -11,12 +11,8 @@ import Stripe from 'stripe';
 import { startLocalStripe, type LocalStripe, type WebhookEndpointWithSecret } from '../../localStripe';
 import { charge, dispute, stripeEvent } from '../../localStripe/objects';
 import { edgeConfig } from '../../infra/test/support/edge';
-import { renderNginxConfig } from '../../infra/nginxConfig';
-import { configDefaults } from '../../infra/config';
-import { resolverValidSeconds } from '../../infra/rollout';
 import { startDnsServer, type DnsServer } from '../../infra/test/support/dnsServer';
 import { startNginx, type NginxProcess } from '../../infra/test/support/nginxProcess';
-import { makeSelfSignedCertificate } from '../../infra/test/support/tls';
 import { connectDatabase } from '../../service/db';
 import { freePort } from '../../service/freePort';
 import { createLogger } from '../../service/logger';
@@ -480,30 +476,8 @@ describe('HTTPS through nginx', () => {
     await mkdir(edgeDir);
     dns = await startDnsServer('billing-api', ['127.0.0.1']);
     const ports = { https: await freePort(), http: await freePort() };
-    const tls = makeSelfSignedCertificate(edgeDir, 'localhost');
-    caFile = tls.certificatePath;
-    nginx = await startNginx(
-      edgeDir,
-      renderNginxConfig({
-        domain: 'localhost',
-        httpsListen: `127.0.0.1:${ports.https}`,
-        httpListen: `127.0.0.1:${ports.http}`,
-        httpsPublicPort: ports.https,
-        tlsCertificatePath: tls.certificatePath,
-        tlsKeyPath: tls.keyPath,
-        acmeWebroot: path.join(edgeDir, 'acme'),
-        upstream: `billing-api:${service.port}`,
-        resolver: dns.address,
-        resolverValidSeconds,
-        maxBodyBytes: configDefaults.webhookMaxBodyBytes,
-        webhookRatePerSecond: configDefaults.webhookRateLimitPerSecond,
-        webhookBurst: configDefaults.webhookRateLimitBurst,
-        runtimeDir: edgeDir,
-        errorLog: path.join(edgeDir, 'error.log'),
-        accessLog: path.join(edgeDir, 'access.log'),
-        workerProcesses: 1,
-      }),
-    );
+    nginx = await startNginx(edgeDir, edgeConfig(edgeDir, ports, `billing-api:${service.port}`, dns.address, 'localhost'));
+    caFile = path.join(edgeDir, 'tls.crt'); // edgeConfig's certificate
     httpsUrl = `https://localhost:${ports.https}/api/v1/billing/stripe/webhook`;
   }, 30_000);
 

@@ -13,11 +13,14 @@ export const edgeDomain = 'billing.test';
 /** The replicas' shared name, as the Docker network alias in infra/index.ts. */
 export const upstreamName = 'billing-api';
 
-/** The config exactly as infra/index.ts renders it, placed on loopback ports and paths of a test. */
-export function edgeConfig(dir: string, ports: { https: number; http: number }, upstream: string, resolver: string): string {
-  const tls = makeSelfSignedCertificate(dir, edgeDomain);
+/**
+ * The config exactly as infra/index.ts renders it, placed on loopback ports and paths of a test, with a fresh
+ * self-signed certificate for `domain` in `dir` (tls.crt, the CA a client trusts).
+ */
+export function edgeConfig(dir: string, ports: { https: number; http: number }, upstream: string, resolver: string, domain = edgeDomain): string {
+  const tls = makeSelfSignedCertificate(dir, domain);
   return renderNginxConfig({
-    domain: edgeDomain,
+    domain,
     httpsListen: `127.0.0.1:${ports.https}`,
     httpListen: `127.0.0.1:${ports.http}`,
     httpsPublicPort: ports.https,
