@@ -224,15 +224,16 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
 
 const maxOneCallAttempts = 3;
 
-/** Each event function's call, prepared once per connection under the function's name. */
+/** Each event function's call, prepared once per connection under the function's name and arity. */
 const eventFunctionCalls = new Map<string, PreparedStatement>();
 
 function eventFunctionCall(eventFunction: OneCall['eventFunction'], parameterCount: number): PreparedStatement {
-  let call = eventFunctionCalls.get(eventFunction);
+  const name = `${eventFunction}_${parameterCount}`;
+  let call = eventFunctionCalls.get(name);
   if (!call) {
     const placeholders = Array.from({ length: parameterCount }, (_, i) => `$${i + 1}`).join(', ');
-    call = { name: eventFunction, text: `SELECT * FROM ${eventFunction}(${placeholders})` };
-    eventFunctionCalls.set(eventFunction, call);
+    call = { name, text: `SELECT * FROM ${eventFunction}(${placeholders})` };
+    eventFunctionCalls.set(name, call);
   }
   return call;
 }
