@@ -90,6 +90,7 @@ export interface SyncDeps {
 export async function syncPayments(deps: SyncDeps, userId: string, onlySession?: Stripe.Checkout.Session): Promise<SyncReport> {
   const report: SyncReport = { sessions: [], subscription: null, changed: false };
   const sessions = onlySession ? [onlySession] : await Promise.all((await pendingSessionIds(deps.db, userId)).map((id) => retrieveSession(deps, id)));
+  const sessionsReadAtMillis = Date.now();
   const subscriptionIds = new Set<string>();
   for (const session of sessions) {
     // Stripe's answer decides, never our own record: a session that is not the user's is left alone.
@@ -105,7 +106,7 @@ export async function syncPayments(deps: SyncDeps, userId: string, onlySession?:
     }
     const subscriptionId = readStripeId(session.subscription);
     if (subscriptionId) subscriptionIds.add(subscriptionId);
-    const outcome = await fulfilCheckoutFromApi(deps, session);
+    const outcome = await fulfilCheckoutFromApi(deps, session, sessionsReadAtMillis);
     if (outcome.status === 'processed') report.changed = true;
     const status: SessionSyncStatus =
       outcome.status === 'unmatched' ? 'unmatched' : session.mode === 'payment' && session.payment_status === 'unpaid' ? 'processing' : 'applied';
@@ -121,8 +122,9 @@ export async function syncPayments(deps: SyncDeps, userId: string, onlySession?:
   }
   for (const subscriptionId of subscriptionIds) {
     const subscription = await deps.stripe.subscriptions.retrieve(subscriptionId);
+    const readAtMillis = Date.now();
     const paidInvoices = await deps.stripe.invoices.list({ subscription: subscriptionId, status: 'paid', limit: recentPaidInvoicesPerSubscription });
-    const outcomes = await recordSubscriptionFromApi(deps, subscription, paidInvoices.data);
+    const outcomes = await recordSubscriptionFromApi(deps, subscription, paidInvoices.data, readAtMillis);
     if (outcomes.some((outcome) => outcome.status === 'processed')) report.changed = true;
     report.subscription = { subscription_id: subscription.id, status: subscription.status };
   }

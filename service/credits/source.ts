@@ -10,12 +10,21 @@ export interface ObjectSource {
   eventId: string | undefined;
   /** When Stripe's object was in this state, Unix seconds: the event's `created`, or the time it was read. */
   asOfSeconds: number;
-  /** The object was read from the Stripe API: Stripe's current state, newer than any event of the same second. */
-  fromApi: boolean;
+  /**
+   * Set when the object was read from the Stripe API: when Stripe answered (Unix milliseconds). Stripe's state
+   * then, newer than any event of the same second; of two reads, the later answer is the newer state, whichever
+   * transaction commits first.
+   */
+  readAtMillis?: number;
 }
 
 export function eventSource(event: StripeEvent): ObjectSource {
-  return { eventId: event.id, asOfSeconds: event.created, fromApi: false };
+  return { eventId: event.id, asOfSeconds: event.created };
+}
+
+/** An object Stripe's API answered with at `readAtMillis` (read on its own: no event names it). */
+export function apiReadSource(readAtMillis: number, eventId?: string, asOfSeconds = Math.floor(readAtMillis / 1000)): ObjectSource {
+  return { eventId, asOfSeconds, readAtMillis };
 }
 
 /**

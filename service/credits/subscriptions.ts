@@ -45,7 +45,7 @@ const storeStateSql = `
   WITH stored AS (SELECT event_created, event_id, fetched_at FROM stripe_subscriptions WHERE id = $1)
   INSERT INTO stripe_subscriptions AS s (id, customer_id, user_id, subscription_created, ended, price_credits, ${stateColumns.join(', ')})
   VALUES ($1, $2, $3, to_timestamp($4), $5, $6::jsonb, $7, $8, $9, $10, to_timestamp($11), to_timestamp($12), $13, $14,
-          to_timestamp($15), CASE WHEN $16::boolean THEN now() END, $17)
+          to_timestamp($15), to_timestamp($16::double precision / 1000), $17)
   ON CONFLICT (id) DO UPDATE SET
     customer_id = COALESCE(s.customer_id, EXCLUDED.customer_id),
     user_id = COALESCE(s.user_id, EXCLUDED.user_id),
@@ -106,11 +106,11 @@ export async function recordSubscriptionState(
     subscription.collectionPaused,
     Object.hasOwn(lifecycleRank, status) ? lifecycleRank[status] : 0,
     source.asOfSeconds,
-    source.fromApi,
+    source.readAtMillis ?? null,
     source.eventId ?? '',
   ]);
   const stored = rows[0]!;
-  const tied = stored.tied && !source.fromApi;
+  const tied = stored.tied && source.readAtMillis === undefined;
 
   const entitled = entitledStatuses.has(status) && !ended && !subscription.collectionPaused;
   if (subscription.period) {

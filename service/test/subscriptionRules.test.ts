@@ -9,6 +9,9 @@ import fc from 'fast-check';
 import type Stripe from 'stripe';
 import { startLocalStripe, type LocalStripe } from '../../localStripe';
 import { parseCatalog, type CreditCatalog } from '../credits/catalog';
+import { apiReadSource } from '../credits/source';
+import { recordSubscriptionState } from '../credits/subscriptions';
+import { readSubscription } from '../stripe/subscription';
 import { createStripeClient, subscriptionFetcher } from '../stripeApi';
 import { balanceOf, checkInvariants, invariantsHold } from './support/invariants';
 import { bucketLedger, eventRecord, spendCredits } from './support/records';
@@ -423,6 +426,21 @@ describe('events of the same second', () => {
       expect(await accountOf(story.user)).toMatchObject({ status: 'active', subscriptionCredits: 100 });
       expect(localStripe.requests.filter((request) => request.path === `/v1/subscriptions/${story.id}`).map((request) => request.status)).toEqual([404]);
     });
+  });
+});
+
+describe('reads from the Stripe API', () => {
+  test('of two reads of one subscription in the same second, the later answer is stored, even when its transaction commits first', async () => {
+    const story = newStory();
+    await subscribed(story, 3);
+    const readSecond = at(3, 500);
+    const readAt = (millis: number) => apiReadSource(readSecond * 1000 + millis);
+    const asRead = (status: 'active' | 'past_due') => readSubscription(story.state({ period: period(3), plan: basic, status }) as unknown as Record<string, unknown>)!;
+    // Two syncs (or a sync and a tie read) racing while a late payment goes through: the earlier answer
+    // (past_due) waited on the lock and commits last. Its later lifecycle stage must not win: it is older.
+    await database.db.withTransaction((tx) => recordSubscriptionState(tx, asRead('active'), readAt(900), catalog));
+    await database.db.withTransaction((tx) => recordSubscriptionState(tx, asRead('past_due'), readAt(100), catalog));
+    expect(await accountOf(story.user)).toMatchObject({ status: 'active' });
   });
 });
 

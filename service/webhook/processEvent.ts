@@ -5,7 +5,7 @@ import { applyPaidInvoice, recordInvoicePayment } from '../credits/invoices';
 import { fromSqlOutcome, unmatched, type HandlerOutcome, type SqlOutcome } from '../credits/outcome';
 import { paymentLockKey } from '../credits/purchaseTakeBack';
 import { chargeArguments, chargeRefundedProblem, embeddedRefunds, recordChargeRefunded, recordRefund, refundArguments } from '../credits/refunds';
-import { eventSource } from '../credits/source';
+import { apiReadSource, eventSource } from '../credits/source';
 import { recordSubscriptionState, subscriptionLockKey } from '../credits/subscriptions';
 import { isRetryableConflict, type Database, type PreparedStatement, type Queryable } from '../db';
 import type { StripeEvent } from '../stripe/event';
@@ -37,10 +37,11 @@ export type EventResult =
 interface Facts {
   credits: CreditsResolution | undefined;
   /**
-   * The subscription as Stripe has it now, read when two of its events share one second; null when Stripe has
-   * no such subscription (then the events' own order decides, as without an API key).
+   * The subscription as Stripe has it now, read when two of its events share one second, and when Stripe
+   * answered (Unix milliseconds); null when Stripe has no such subscription (then the events' own order decides,
+   * as without an API key).
    */
-  currentSubscription: Subscription | null | undefined;
+  currentSubscription: { state: Subscription; readAtMillis: number } | null | undefined;
 }
 
 /**
@@ -102,8 +103,8 @@ const subscriptionState: EventHandler = {
     if (!recorded.tied || !context.fetchSubscription || facts.currentSubscription === null) return recorded.outcome;
     // Stripe's advice for events of the same second: ask Stripe for the object's current state.
     if (!facts.currentSubscription) throw new SubscriptionReadNeeded(subscription.id);
-    const current = { eventId: event.id, asOfSeconds: event.created, fromApi: true };
-    return (await recordSubscriptionState(tx, facts.currentSubscription, current, context.catalog)).outcome;
+    const { state, readAtMillis } = facts.currentSubscription;
+    return (await recordSubscriptionState(tx, state, apiReadSource(readAtMillis, event.id, event.created), context.catalog)).outcome;
   },
 };
 
@@ -215,9 +216,10 @@ export async function processEvent(db: Database, event: StripeEvent, context: Ev
     } catch (error) {
       if (!(error instanceof SubscriptionReadNeeded) || !context.fetchSubscription || facts.currentSubscription !== undefined) throw error;
       const fetched = await context.fetchSubscription(error.subscriptionId);
+      const readAtMillis = Date.now();
       const current = fetched === undefined ? null : readSubscription(fetched);
       if (current === undefined || (current && current.id !== error.subscriptionId)) throw new Error(`Stripe answered no subscription ${error.subscriptionId}`, { cause: error });
-      facts.currentSubscription = current;
+      facts.currentSubscription = current && { state: current, readAtMillis };
     }
   }
 }
