@@ -19,6 +19,7 @@ import { fixedSecrets, watchSecretFile, type SecretStore } from './webhook/secre
 import { webhookPath } from './webhook/route';
 import { HANDLED_EVENT_TYPES } from './webhook/handledEventTypes';
 import { creditsPagePath } from './creditsPage/route';
+import { parseCommandLine } from '../scripts/lib/cli';
 
 export interface RunningService {
   server: Server;
@@ -245,19 +246,9 @@ Options:
   -h, --help   show this text
 `;
 
-/** The service takes its settings from the environment only; an argument is a mistake worth saying. */
-function readArguments(args: string[]): void {
-  if (args.length === 0) return;
-  if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
-    process.stdout.write(usage);
-    process.exit(0);
-  }
-  process.stderr.write(`service: takes no arguments (got ${args.join(' ')}): its settings come from the environment.\n\n${usage}`);
-  process.exit(2);
-}
-
 async function main(): Promise<void> {
-  readArguments(process.argv.slice(2));
+  // Settings come from the environment only: --help answers, any argument is a usage error (exit 2).
+  parseCommandLine({ usage, options: {} });
   let config: Config;
   try {
     config = loadConfig(process.env);

@@ -66,8 +66,8 @@ export function parseDurationSeconds(text: string): number | undefined {
   return match ? Number(match[1]) * durationUnitSeconds[match[2]!]! : undefined;
 }
 
-/** The command as the usage's first line spells it ("Usage: npm run bench …" → "bench"), else the file name. */
+/** The command as the usage's first line spells it ("Usage: npm run bench …" → "bench", "npm start" → "start"), else the file name. */
 function commandName(usage: string): string {
-  const named = /^Usage:\s+(?:npm run(?: -s)?\s+)?(\S+)/.exec(usage)?.[1];
+  const named = /^Usage:\s+(?:npm\s+(?:run(?:\s+-s)?\s+)?)?(\S+)/.exec(usage)?.[1];
   return named ?? path.basename(process.argv[1] ?? 'script').replace(/\.[cm]?[jt]s$/, '');
 }
