@@ -164,13 +164,20 @@ interface Timed {
   runRssMax: number;
 }
 
+/** Every slice's latencies, per kind of delivery. */
+function mergedLatencies(slices: Array<Record<ItemKind, number[]>>): Record<ItemKind, number[]> {
+  const merged: Record<ItemKind, number[]> = { new: [], duplicate: [], subscription: [], refund: [] };
+  for (const latencies of slices) for (const kind of Object.keys(merged) as ItemKind[]) merged[kind].push(...latencies[kind]);
+  return merged;
+}
+
 /**
  * The slices of one side (service, reference, …) taken in turn with the other sides' slices, as one run: on a
  * shared machine the background load changes from second to second, and interleaving gives every side the same.
  */
 function merged(slices: Timed[]): Timed {
   const first = slices[0]!;
-  const latenciesMillis: Record<ItemKind, number[]> = { new: [], duplicate: [], subscription: [], refund: [] };
+  const latenciesMillis = mergedLatencies(slices.map((slice) => slice.result.latenciesMillis));
   const outcomes: Record<string, number> = {};
   const statusCounts: Record<string, number> = {};
   let sent = 0;
@@ -180,7 +187,6 @@ function merged(slices: Timed[]): Timed {
   const before: CpuSnapshot = { measured: 0, postgres: 0, at: 0 };
   const after: CpuSnapshot = { measured: 0, postgres: 0, at: 0 };
   for (const slice of slices) {
-    for (const kind of Object.keys(latenciesMillis) as ItemKind[]) latenciesMillis[kind].push(...slice.result.latenciesMillis[kind]);
     for (const [key, count] of Object.entries(slice.result.outcomes)) outcomes[key] = (outcomes[key] ?? 0) + count;
     for (const [key, count] of Object.entries(slice.result.statusCounts)) statusCounts[key] = (statusCounts[key] ?? 0) + count;
     sent += slice.result.sent;
@@ -209,12 +215,7 @@ function mergedDbOnly(slices: CeilingResult[]): CeilingResult {
     postgresCpuTicks: slices.reduce((sum, slice) => sum + slice.postgresCpuTicks, 0),
     errors: slices.reduce((sum, slice) => sum + slice.errors, 0),
     exhausted: slices.some((slice) => slice.exhausted),
-    latenciesMillis: {
-      new: slices.flatMap((slice) => slice.latenciesMillis.new),
-      duplicate: slices.flatMap((slice) => slice.latenciesMillis.duplicate),
-      subscription: slices.flatMap((slice) => slice.latenciesMillis.subscription),
-      refund: slices.flatMap((slice) => slice.latenciesMillis.refund),
-    },
+    latenciesMillis: mergedLatencies(slices.map((slice) => slice.latenciesMillis)),
   };
 }
 
