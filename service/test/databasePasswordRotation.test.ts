@@ -118,10 +118,16 @@ function deliverContinuously(): { answered(): number; stop(): Promise<number[]> 
   };
 }
 
-/** Ends every connection of the service's role while nothing is in flight: the next deliveries need new ones, which log in with the file's password. */
+/**
+ * Ends every connection of the service's role while nothing is in flight: the next deliveries need new ones, which
+ * log in with the file's password. Waits for those connections to be gone, not for the role to have none: the
+ * notification listener reconnects a second later, already a new connection.
+ */
 async function dropServiceConnections(): Promise<void> {
-  await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]);
-  await waitUntil(async () => (await admin.query('SELECT 1 FROM pg_stat_activity WHERE usename = $1', [role])).rowCount === 0, 10_000, 'the connections closed');
+  const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE usename = $1', [role]);
+  const ended = rows.map((row) => row.pid);
+  await admin.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [ended]);
+  await waitUntil(async () => (await admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = ANY($1)', [ended])).rowCount === 0, 10_000, 'the connections closed');
 }
 
 test('with a second between ALTER ROLE and the file, new connections wait for the file instead of failing: no delivery fails', async () => {
